@@ -1,0 +1,84 @@
+"""Shared fixtures: a tiny synthetic corpus, config composition, the real PTB folder."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+PTB_DIR = ROOT / "data" / "ptb"
+
+NOUNS = ["cat", "dog", "bird", "fish", "man", "woman", "child", "car"]
+VERBS = ["sees", "likes", "eats", "chases", "finds"]
+ADJS = ["big", "small", "red", "old", "happy"]
+
+
+def make_sentences(n: int, seed: int) -> list[str]:
+    """A toy grammar: 'the [adj] noun verb the [adj] noun [and ...]', 4 to 13 words."""
+    rng = random.Random(seed)
+
+    def phrase() -> str:
+        adj = f"{rng.choice(ADJS)} " if rng.random() < 0.5 else ""
+        return f"the {adj}{rng.choice(NOUNS)}"
+
+    out = []
+    for _ in range(n):
+        s = f"{phrase()} {rng.choice(VERBS)} {phrase()}"
+        if rng.random() < 0.3:
+            s += f" and {rng.choice(VERBS)} {phrase()}"
+        out.append(s)
+    return out
+
+
+def write_corpus(directory: Path, sizes=(120, 30, 37), prefix: str = "ptb.") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for seed, (split, n) in enumerate(zip(("train", "valid", "test"), sizes)):
+        lines = make_sentences(n, seed)
+        (directory / f"{prefix}{split}.txt").write_text("".join(f" {s} \n" for s in lines))
+    return directory
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus")
+
+
+# Every dimension a different size: batch 7, embed 12, encoder 20, latent 6, decoder 16,
+# vocabulary 4 specials + 21 words = 25 (found by the data test).
+TINY = [
+    "model.embed_size=12", "model.encoder_hidden=20", "model.latent_size=6",
+    "model.decoder_hidden=16", "train.batch_size=7", "train.eval_batch_size=11",
+    "train.progress=false", "train.log_every=5", "train.num_threads=1",
+]
+
+
+def tiny_overrides(data_dir: Path, *extra: str) -> list[str]:
+    return ["+experiment=smoke", f"data.dir={data_dir}", f"data.cache_dir={data_dir}/cache",
+            "data.hub=null", *TINY, *extra]
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("train", overrides=overrides)
+
+
+@pytest.fixture
+def ptb_dir() -> Path:
+    """The real PTB files; CI links them into data/ptb. Outside CI their absence skips."""
+    if not all((PTB_DIR / f"ptb.{s}.txt").is_file() for s in ("train", "valid", "test")):
+        if os.environ.get("CI"):
+            pytest.fail(f"{PTB_DIR} is missing in CI: .ci/run must link ../shared/data/ptb there")
+        pytest.skip(f"PTB not found in {PTB_DIR}")
+    return PTB_DIR
+
+
+def pytest_configure(config):
+    # Tests use tiny models: one thread is faster than two fighting over small matrices.
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,68 @@
+import math
+
+import pytest
+import torch
+
+from vae_text.objective import (
+    constant,
+    elbo_loss,
+    gaussian_kl,
+    kl_weight,
+    linear,
+    logistic,
+    sentence_nll,
+)
+
+
+def test_gaussian_kl_matches_torch_distributions_and_monte_carlo():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    ours = gaussian_kl(mu, logvar)  # (5, 3) per dimension
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(ours, torch.distributions.kl_divergence(q, p))
+    z = q.sample((200_000,))  # Monte Carlo: E_q[log q(z) - log p(z)]
+    mc = (q.log_prob(z) - p.log_prob(z)).mean(0)
+    torch.testing.assert_close(ours, mc, atol=0.03, rtol=0.02)
+
+
+def test_gaussian_kl_hand_values():
+    assert gaussian_kl(torch.tensor(0.0), torch.tensor(0.0)).item() == 0.0
+    # mu = 2, sigma = 1: KL = mu^2 / 2 = 2
+    assert gaussian_kl(torch.tensor(2.0), torch.tensor(0.0)).item() == pytest.approx(2.0)
+    # mu = 0, sigma^2 = e: 0.5 (e - 1 - 1)
+    assert gaussian_kl(torch.tensor(0.0), torch.tensor(1.0)).item() == pytest.approx(0.5 * (math.e - 2))
+
+
+def test_schedule_values():
+    assert [constant(s) for s in (0, 10, 10**6)] == [1.0, 1.0, 1.0]
+    assert linear(0, warmup_steps=100) == 0.0
+    assert linear(25, warmup_steps=100) == 0.25
+    assert linear(100, warmup_steps=100) == 1.0
+    assert linear(500, warmup_steps=100) == 1.0
+    assert linear(0, warmup_steps=100, start=0.1) == pytest.approx(0.1)
+    assert linear(50, warmup_steps=100, start=0.1) == pytest.approx(0.55)
+    assert logistic(2500, k=0.0025, x0=2500) == 0.5
+    assert logistic(0, k=0.0025, x0=2500) == pytest.approx(1 / (1 + math.exp(6.25)))
+    assert logistic(10**7, k=1.0, x0=0) == 1.0 and logistic(-10**7, k=1.0, x0=0) == 0.0
+    assert kl_weight(50, 0.5, "linear", warmup_steps=100) == 0.25
+
+
+@pytest.mark.parametrize("bad", [dict(warmup_steps=0), dict(warmup_steps=10, start=1.5)])
+def test_linear_rejects_bad_parameters(bad):
+    with pytest.raises(ValueError):
+        linear(0, **bad)
+
+
+def test_sentence_nll_sums_token_nll_per_sentence():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]))
+    targets = torch.tensor([0, 1, 2])
+    rows = torch.tensor([0, 0, 2])  # sentence 1 of 4 has no tokens here, sentence 3 neither
+    nll = sentence_nll(logits, targets, rows, batch_size=4)
+    expected = torch.tensor([-math.log(0.5) - math.log(0.8), 0.0, -math.log(0.6), 0.0])
+    torch.testing.assert_close(nll, expected)
+
+
+def test_elbo_loss_averages_both_terms_over_sentences():
+    rec, kl = torch.tensor([10.0, 20.0, 30.0]), torch.tensor([1.0, 2.0, 6.0])
+    assert elbo_loss(rec, kl, 0.5).item() == pytest.approx(20.0 + 0.5 * 3.0)

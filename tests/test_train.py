@@ -1,0 +1,112 @@
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import compose_cfg, tiny_overrides
+from vae_text.checkpoint import load_checkpoint
+from vae_text.errors import CheckpointError
+from vae_text.train import train
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_results_checkpoints_and_beta1_metrics(corpus_dir, tmp_path):
+    cfg = compose_cfg(tiny_overrides(corpus_dir, "objective/schedule=constant",
+                                     "objective.kl_weight=0.3"))
+    run = tmp_path / "run"
+    results = train(cfg, run)
+    assert results["epochs"] == 2 and results["steps"] == 2 * math.ceil(120 / 7)
+    test = results["test"]
+    assert test["sentences"] == 37 and test["tokens"] == json.loads(
+        (run / "results.json").read_text())["test"]["tokens"]
+    # validation and test report the beta = 1 ELBO, whatever the training weight
+    assert test["neg_elbo"] == pytest.approx(test["rec"] + test["kl"])
+    assert test["kl"] == pytest.approx(sum(test["kl_per_dim"]))
+    assert test["ppl_elbo"] == pytest.approx(math.exp(test["neg_elbo"] * 37 / test["tokens"]))
+    records = read_metrics(run)
+    vals = [r for r in records if "val/neg_elbo" in r]
+    assert len(vals) == 2 and results["best_val_neg_elbo"] == min(r["val/neg_elbo"] for r in vals)
+    betas = {r["train/beta"] for r in records if "train/beta" in r}
+    assert betas == {0.3}
+    for name in ("best.pt", "last.pt"):
+        blob = load_checkpoint(run, name)  # weights_only=True inside
+        assert blob["vocab"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+        assert blob["config"]["objective"]["kl_weight"] == 0.3
+    assert "optimizer" in load_checkpoint(run, "last.pt")
+    assert not list(run.rglob("*.tmp*"))  # atomic writes leave no temp files
+
+
+def test_language_model_and_autoencoder_baselines_train(corpus_dir, tmp_path):
+    lm = train(compose_cfg(tiny_overrides(corpus_dir, "model=lm", "train.epochs=1")), tmp_path / "lm")
+    assert lm["test"]["kl"] == 0 and lm["test"]["nll"] == lm["test"]["neg_elbo"]
+    assert lm["test"]["ppl"] == pytest.approx(lm["test"]["ppl_elbo"])
+    ae = train(compose_cfg(tiny_overrides(corpus_dir, "model=ae", "objective.kl_weight=0",
+                                          "train.epochs=1")), tmp_path / "ae")
+    assert ae["test"]["rec"] < lm["test"]["rec"] + 20  # trains; rec is finite and sane
+
+
+def test_early_stopping_and_max_steps(corpus_dir, tmp_path):
+    r = train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=5")), tmp_path / "a")
+    assert r["steps"] == 5 and r["epochs"] == 0
+    r = train(compose_cfg(tiny_overrides(corpus_dir, "train.epochs=30", "train.early_stopping=1",
+                                         "optim.lr=0.5")), tmp_path / "b")
+    assert r["epochs"] < 30  # lr 0.5 diverges: validation stops improving
+
+
+def resume_overrides(corpus_dir, *extra):
+    # dropout, word dropout, annealing and lr decay: every piece of state a resume must restore
+    return tiny_overrides(corpus_dir, "model.embed_dropout=0.3", "model.output_dropout=0.2",
+                          "model.word_dropout=0.25", "objective.schedule.warmup_steps=30",
+                          "optim.plateau_factor=0.5", "optim.plateau_patience=0",
+                          "train.epochs=5", *extra)
+
+
+def test_resume_gives_the_same_weights_as_one_run(corpus_dir, tmp_path):
+    n = 26  # 18 batches an epoch: the stop is mid-epoch 2, the 2N run crosses two epoch ends
+    train(compose_cfg(resume_overrides(corpus_dir, f"train.max_steps={2 * n}")), tmp_path / "one")
+    train(compose_cfg(resume_overrides(corpus_dir, f"train.max_steps={n}")), tmp_path / "first")
+    train(compose_cfg(resume_overrides(corpus_dir, f"train.max_steps={2 * n}",
+                                       f"train.resume={tmp_path / 'first'}")), tmp_path / "second")
+    one = load_checkpoint(tmp_path / "one", "last.pt")
+    two = load_checkpoint(tmp_path / "second", "last.pt")
+    assert one["state"] == two["state"] and one["state"]["step"] == 2 * n
+    for key, value in one["model"].items():
+        assert torch.equal(value, two["model"][key]), key
+    assert one["optimizer"]["param_groups"][0]["lr"] == two["optimizer"]["param_groups"][0]["lr"]
+    # the first run's directory is left as it was
+    assert load_checkpoint(tmp_path / "first", "last.pt")["state"]["step"] == n
+
+
+def test_resume_errors(corpus_dir, tmp_path):
+    train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=3")), tmp_path / "first")
+    with pytest.raises(CheckpointError, match="model.latent_size is 6 in the checkpoint but 5"):
+        train(compose_cfg(tiny_overrides(corpus_dir, "model.latent_size=5",
+                                         f"train.resume={tmp_path / 'first'}")), tmp_path / "x")
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated
+    with pytest.raises(CheckpointError, match="last.pt: not a readable vae_text checkpoint"):
+        train(compose_cfg(tiny_overrides(corpus_dir, f"train.resume={last}")), tmp_path / "y")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        train(compose_cfg(tiny_overrides(corpus_dir, f"train.resume={tmp_path}/nope.pt")),
+              tmp_path / "z")
+    assert not (tmp_path / "y" / "checkpoints").exists()
+
+
+def test_wandb_offline_run_records_the_logged_metrics(corpus_dir, tmp_path, monkeypatch):
+    import wandb_history
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    train(compose_cfg(tiny_overrides(corpus_dir, "logger=wandb", "logger.tags=[test]")), run)
+    history = wandb_history.read(run)
+    logged = read_metrics(run)
+    val = [r["val/neg_elbo"] for r in logged if "val/neg_elbo" in r]
+    assert [h["val/neg_elbo"] for h in history if "val/neg_elbo" in h] == pytest.approx(val)
+    test = next(r for r in logged if "test/rec" in r)
+    assert any(h.get("test/rec") == pytest.approx(test["test/rec"]) for h in history)
+    assert any("train/loss" in h for h in history)

@@ -1,0 +1,3 @@
+"""vae_text: sentence-level variational autoencoders for text."""
+
+__version__ = "0.1.0"

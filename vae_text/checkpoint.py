@@ -1,0 +1,58 @@
+"""Checkpoints that describe themselves: weights, resolved config, vocabulary, training state.
+
+Written atomically (temp file in the same folder, then rename) so a crash never leaves a torn
+file, and read with `weights_only=True` so loading one never runs code from it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_text.errors import CheckpointError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(path: str | Path, name: str = "best.pt") -> Path:
+    """A checkpoint file, or `<run dir>/checkpoints/<name>` when given a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / CHECKPOINT_DIR / name
+        if not candidate.is_file():
+            raise CheckpointError(f"{path}: no {CHECKPOINT_DIR}/{name} in this run directory; "
+                                  f"pass a checkpoint file or a run directory that holds one")
+        return candidate
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; pass a .pt file or a run directory")
+    return path
+
+
+def load_checkpoint(path: str | Path, name: str = "best.pt",
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = resolve_checkpoint(path, name)
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable vae_text checkpoint ({reason}); "
+                              f"it may be truncated or corrupt: use another one") from None
+    missing = {"model", "config", "vocab"} - set(blob) if isinstance(blob, dict) else {"model"}
+    if missing:
+        raise CheckpointError(f"{path}: not a vae_text checkpoint (missing {sorted(missing)})")
+    return blob

@@ -1,0 +1,172 @@
+"""Typed views of the Hydra config, checked at start-up before any data is read.
+
+Each dataclass mirrors one config group. `section(cls, cfg.model, "model")` builds it, so a misspelt
+key or an invalid value fails with a one-line `ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from vae_text.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "vae"  # "vae" (latent z) or "lm" (the same decoder, no latent)
+    embed_size: int = 100
+    encoder_hidden: int = 200
+    encoder_layers: int = 1
+    bidirectional: bool = False
+    latent_size: int = 32
+    decoder_hidden: int = 100
+    decoder_layers: int = 1
+    conditioning: str = "both"  # how z enters the decoder: "init", "concat" or "both"
+    embed_dropout: float = 0.0  # dropout on decoder inputs (embeddings)
+    output_dropout: float = 0.0  # dropout on decoder outputs, before the vocabulary projection
+    word_dropout: float = 0.0  # fraction of decoder input words replaced by <unk> while training
+    sample_z: bool = True  # False: z = mu (with kl_weight = 0 this is the deterministic autoencoder)
+
+    def __post_init__(self) -> None:
+        _choice("model.kind", self.kind, ("vae", "lm"))
+        _choice("model.conditioning", self.conditioning, ("init", "concat", "both"))
+        for key in ("embed_size", "encoder_hidden", "encoder_layers", "latent_size",
+                    "decoder_hidden", "decoder_layers"):
+            _positive_int(f"model.{key}", getattr(self, key))
+        for key in ("embed_dropout", "output_dropout", "word_dropout"):
+            _fraction(f"model.{key}", getattr(self, key))
+
+
+@dataclass
+class ScheduleConfig:
+    """A KL-weight schedule: `name` picks a function in `objective.SCHEDULES`, the rest are its
+    keyword arguments (checked against its signature)."""
+
+    name: str = "constant"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveConfig:
+    kl_weight: float = 1.0  # beta: the weight the schedule rises to (the sweep key)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kl_weight, (int, float)) or self.kl_weight < 0:
+            raise ConfigError(
+                f"objective.kl_weight={self.kl_weight!r} is invalid: it must be a number >= 0"
+            )
+        from vae_text.objective import SCHEDULES  # late import: objective imports nothing of ours
+
+        if self.schedule.name not in SCHEDULES:
+            raise ConfigError(
+                f"objective.schedule.name={self.schedule.name!r} is unknown: "
+                f"choose one of {sorted(SCHEDULES)} (e.g. objective/schedule=linear)"
+            )
+        fn = SCHEDULES[self.schedule.name]
+        accepted = _parameters(fn)
+        # An experiment may set another schedule's parameters (ptb sets warmup_steps) and a user
+        # switch schedules on the command line: drop those, but a key no schedule knows is a typo.
+        elsewhere = set().union(*(_parameters(f) for f in SCHEDULES.values()))
+        unknown = set(self.schedule.params) - accepted - elsewhere
+        if unknown:
+            raise ConfigError(
+                f"objective.schedule.{sorted(unknown)[0]} is not a parameter of the "
+                f"{self.schedule.name!r} schedule: it takes {sorted(accepted)}"
+            )
+        self.schedule.params = {k: v for k, v in self.schedule.params.items() if k in accepted}
+        try:
+            fn(0, **self.schedule.params)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"objective.schedule ({self.schedule.name}): {err}") from None
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    clip_norm: float | None = 5.0  # max gradient norm; null disables clipping
+    plateau_factor: float | None = None  # multiply lr by this when val -ELBO stops improving
+    plateau_patience: int = 1  # epochs without improvement before the lr is decayed
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr={self.lr!r} is invalid: it must be > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas={list(self.betas)!r} is invalid: two numbers in [0, 1)")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ConfigError(f"optim.clip_norm={self.clip_norm!r} is invalid: > 0, or null")
+        if self.plateau_factor is not None and not 0 < self.plateau_factor < 1:
+            raise ConfigError(
+                f"optim.plateau_factor={self.plateau_factor!r} is invalid: in (0, 1), or null"
+            )
+        if self.plateau_patience < 0:
+            raise ConfigError(f"optim.plateau_patience={self.plateau_patience!r} must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps (whichever comes first)
+    early_stopping: int | None = None  # stop after this many epochs without a better val -ELBO
+    log_every: int = 100  # steps between train/ metric lines
+    checkpoint_every: int | None = None  # also save last.pt every N steps (for preemption)
+    progress: bool = True  # tqdm progress bar
+    resume: str | None = None  # run directory or checkpoint file to continue from
+    num_threads: int | None = None  # torch CPU threads; null keeps PyTorch's default
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "eval_batch_size", "epochs", "log_every"):
+            _positive_int(f"train.{key}", getattr(self, key))
+        for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads"):
+            if getattr(self, key) is not None:
+                _positive_int(f"train.{key}", getattr(self, key))
+
+
+def section(cls: type[T], node: DictConfig | dict | None, prefix: str) -> T:
+    """Build dataclass `cls` from a config node; unknown keys and bad types are `ConfigError`s."""
+    data = {} if node is None else node
+    if isinstance(data, DictConfig):
+        data = OmegaConf.to_container(data, resolve=True)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{prefix}.{unknown[0]} is not a known key: valid keys are {sorted(names)}"
+        )
+    if cls is ObjectiveConfig and isinstance(data.get("schedule"), dict):
+        sched = dict(data["schedule"])
+        data = {**data, "schedule": ScheduleConfig(name=sched.pop("name", "constant"), params=sched)}
+    if "betas" in data:
+        data = {**data, "betas": tuple(data["betas"])}
+    return cls(**data)
+
+
+def _parameters(fn) -> set[str]:
+    return set(inspect.signature(fn).parameters) - {"step"}
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is invalid: choose one of {list(allowed)}")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is invalid: it must be a positive integer")
+
+
+def _fraction(key: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{key}={value!r} is invalid: it must be in [0, 1)")

@@ -1,0 +1,73 @@
+"""Where metrics go: the console, `metrics.jsonl` in the run directory, and wandb (optional).
+
+Metric names are namespaced and stable (`train/loss`, `val/rec`, `test/neg_elbo`, ...). One JSON
+object per line: {"step": ..., "epoch": ..., "<split>/<name>": value, ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vae_text.errors import ConfigError
+
+log = logging.getLogger("vae_text")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "console"  # "console" (+ metrics.jsonl) or "wandb" (both, and a wandb run)
+    project: str = "vae_text"
+    entity: str | None = None
+    group: str | None = None
+    run_name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "offline"  # wandb mode: offline (default, no network), online or disabled
+
+    def __post_init__(self) -> None:
+        if self.name not in ("console", "wandb"):
+            raise ConfigError(f"logger.name={self.name!r} is invalid: choose 'console' or 'wandb'")
+        if self.mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"logger.mode={self.mode!r} is invalid: offline, online or disabled")
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict[str, Any]):
+        self.path = run_dir / "metrics.jsonl"
+        self.file = self.path.open("a", encoding="utf-8")
+        self.wandb_run = None
+        if cfg.name == "wandb":
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self.wandb_run = wandb.init(
+                project=cfg.project, entity=cfg.entity, group=cfg.group,
+                name=cfg.run_name or run_dir.name, tags=list(cfg.tags), mode=cfg.mode,
+                dir=str(run_dir), config=config,
+            )
+
+    def log(self, metrics: dict[str, Any], step: int, epoch: int | None = None,
+            echo: bool = True) -> None:
+        record = {"step": step, **({"epoch": epoch} if epoch is not None else {}), **metrics}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                               step=step)
+        if echo:
+            log.info("step %d%s | %s", step, "" if epoch is None else f" epoch {epoch}",
+                     " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items() if not isinstance(v, list)))
+
+    def close(self, failed: bool = False) -> None:
+        self.file.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish(exit_code=1 if failed else 0)
+            self.wandb_run = None
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

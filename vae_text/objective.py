@@ -1,0 +1,69 @@
+"""The maths of the objective: Gaussian KL, KL-weight schedules and the (beta-)ELBO loss.
+
+Conventions (REFERENCE.md §2): a sentence's reconstruction term is the *sum* of its token NLLs
+(words + one <eos>, never padding); both rec and KL are averaged over sentences, so the KL weight
+means the same thing whatever the batch size or sentence length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per dimension, closed form. Shape of `mu`."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+# --- KL-weight schedules ------------------------------------------------------------------------
+# Each schedule is a pure function of the optimizer step returning a factor in [0, 1]; the weight
+# used in the loss is kl_weight * factor. To add one, write a function and register it below;
+# its keyword arguments become the keys of `conf/objective/schedule/<name>.yaml`.
+
+
+def constant(step: int) -> float:
+    """beta = kl_weight at every step (beta-VAE; kl_weight = 1 is the plain VAE)."""
+    return 1.0
+
+
+def linear(step: int, warmup_steps: int = 10_000, start: float = 0.0) -> float:
+    """Linear warm-up from `start` to 1 over `warmup_steps` steps (Kim 2018; He 2019 use 0.1)."""
+    if warmup_steps <= 0:
+        raise ValueError(f"warmup_steps={warmup_steps} must be > 0")
+    if not 0.0 <= start <= 1.0:
+        raise ValueError(f"start={start} must be in [0, 1]")
+    return start + (1.0 - start) * min(1.0, step / warmup_steps)
+
+
+def logistic(step: int, k: float = 0.0025, x0: int = 2500) -> float:
+    """Logistic annealing 1 / (1 + exp(-k (step - x0))) (Bowman et al. 2016)."""
+    if k <= 0:
+        raise ValueError(f"k={k} must be > 0")
+    z = -k * (step - x0)
+    return 1.0 / (1.0 + math.exp(z)) if z < 700 else 0.0
+
+
+SCHEDULES = {"constant": constant, "linear": linear, "logistic": logistic}
+
+
+def kl_weight(step: int, beta: float, name: str, **params) -> float:
+    """The KL weight at `step`: `beta` times schedule `name`'s factor."""
+    return beta * SCHEDULES[name](step, **params)
+
+
+def elbo_loss(rec: Tensor, kl: Tensor, beta: float) -> Tensor:
+    """Training loss: mean over sentences of rec + beta * KL. `rec`, `kl`: (B,) per sentence."""
+    return rec.mean() + beta * kl.mean()
+
+
+def sentence_nll(logits: Tensor, targets: Tensor, rows: Tensor, batch_size: int) -> Tensor:
+    """Sum of token NLLs per sentence.
+
+    logits: (N, V) for the N real (non-pad) target tokens of a batch, targets: (N,),
+    rows: (N,) the sentence index of each token. Returns (batch_size,).
+    """
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    return torch.zeros(batch_size, dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)

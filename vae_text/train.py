@@ -1,0 +1,346 @@
+"""Training: `train(cfg)` is importable; `python -m vae_text.train` is a thin Hydra wrapper.
+
+    python -m vae_text.train +experiment=ptb
+    python -m vae_text.train -m +experiment=ptb objective.kl_weight=0.25,0.5,1.0
+
+The run directory (Hydra's output dir) receives `config.yaml`, `metrics.jsonl`, `results.json`
+and `checkpoints/{last,best}.pt`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from vae_text.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from vae_text.config import ModelConfig, ObjectiveConfig, OptimConfig, TrainConfig, section
+from vae_text.data import Corpus, DataConfig, Vocab, batch_plan, iterate, load_corpus
+from vae_text.errors import CheckpointError, ConfigError, VaeTextError
+from vae_text.logger import LoggerConfig, MetricsLogger
+from vae_text.metrics import elbo_metrics
+from vae_text.model import TextVAE
+from vae_text.objective import elbo_loss, kl_weight
+
+log = logging.getLogger("vae_text")
+
+
+@dataclass
+class Settings:
+    """The whole config, typed and validated: built before any data is read."""
+
+    model: ModelConfig
+    objective: ObjectiveConfig
+    optim: OptimConfig
+    train: TrainConfig
+    data: DataConfig
+    logger: LoggerConfig
+    seed: int
+    device: str
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> Settings:
+        known = {"model", "objective", "optim", "train", "data", "logger", "seed", "device"}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]} is not a known top-level key: valid keys are {sorted(known)}")
+        if not isinstance(cfg.get("seed"), int):
+            raise ConfigError(f"seed={cfg.get('seed')!r} is invalid: it must be an integer")
+        device = str(cfg.get("device", "auto"))
+        if device != "auto" and not device.startswith(("cpu", "cuda", "mps")):
+            raise ConfigError(f"device={device!r} is invalid: auto, cpu, cuda, cuda:N or mps")
+        return cls(
+            model=section(ModelConfig, cfg.get("model"), "model"),
+            objective=section(ObjectiveConfig, cfg.get("objective"), "objective"),
+            optim=section(OptimConfig, cfg.get("optim"), "optim"),
+            train=section(TrainConfig, cfg.get("train"), "train"),
+            data=section(DataConfig, cfg.get("data"), "data"),
+            logger=section(LoggerConfig, cfg.get("logger"), "logger"),
+            seed=cfg.seed,
+            device=device,
+        )
+
+
+@dataclass
+class TrainState:
+    """Everything about the loop's position that a resumed run must restore."""
+
+    step: int = 0
+    epoch: int = 0  # completed epochs
+    batch_in_epoch: int = 0  # batches of the current epoch already trained on
+    best: float = math.inf  # best validation -ELBO so far
+    bad_epochs: int = 0  # epochs since the best one (early stopping)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available here: use device=auto or cpu")
+    return device
+
+
+def build_model(settings: ModelConfig, vocab: Vocab) -> TextVAE:
+    return TextVAE(settings, len(vocab), vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class Trainer:
+    """Owns the model, optimizer and loop state of one run."""
+
+    def __init__(self, cfg: DictConfig, settings: Settings, run_dir: Path):
+        self.cfg, self.s, self.run_dir = cfg, settings, run_dir
+        self.device = pick_device(settings.device)
+        resume = self._read_resume() if settings.train.resume else None
+        self.corpus: Corpus = load_corpus(settings.data)
+        if resume is not None and resume["vocab"] != self.corpus.vocab.itos:
+            raise CheckpointError(f"train.resume={settings.train.resume}: the checkpoint's vocabulary "
+                                  f"differs from the one built from {settings.data.dir}; use the same data")
+        torch.manual_seed(settings.seed)
+        random.seed(settings.seed)
+        self.model = build_model(settings.model, self.corpus.vocab).to(self.device)
+        o = settings.optim
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=o.betas,
+                                          weight_decay=o.weight_decay)
+        self.plateau = None
+        if o.plateau_factor is not None:
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=o.plateau_factor, patience=o.plateau_patience, min_lr=o.min_lr)
+        self.state = TrainState()
+        if resume is not None:
+            self._restore(resume)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def _read_resume(self) -> dict:
+        blob = load_checkpoint(self.s.train.resume, name="last.pt")
+        if "optimizer" not in blob:
+            raise CheckpointError(f"train.resume={self.s.train.resume}: this checkpoint holds weights "
+                                  f"only; resume from a run's checkpoints/last.pt")
+        saved, now = blob["config"].get("model", {}), asdict(self.s.model)
+        diff = sorted(k for k in now if saved.get(k) != now[k])
+        if diff:
+            raise CheckpointError(f"train.resume={self.s.train.resume}: model.{diff[0]} is "
+                                  f"{saved.get(diff[0])!r} in the checkpoint but {now[diff[0]]!r} now; "
+                                  f"resume with the same model config")
+        return blob
+
+    def _restore(self, blob: dict) -> None:
+        self.model.load_state_dict(blob["model"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        if self.plateau is not None and blob.get("plateau") is not None:
+            self.plateau.load_state_dict(blob["plateau"])
+        self.state = TrainState(**blob["state"])
+        set_rng_state(blob["rng"])
+        log.info("resumed from %s at step %d (epoch %d)", self.s.train.resume, self.state.step,
+                 self.state.epoch)
+
+    def _blob(self, full: bool) -> dict:
+        blob = {
+            "model": self.model.state_dict(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "vocab": self.corpus.vocab.itos,
+            "state": asdict(self.state),
+        }
+        if full:
+            blob["optimizer"] = self.optimizer.state_dict()
+            blob["plateau"] = self.plateau.state_dict() if self.plateau is not None else None
+            blob["rng"] = rng_state()
+        return blob
+
+    def save(self, name: str) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT_DIR / name, self._blob(full=name == "last.pt"))
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def beta(self) -> float:
+        sched = self.s.objective.schedule
+        return kl_weight(self.state.step, self.s.objective.kl_weight, sched.name, **sched.params)
+
+    def train_step(self, batch) -> dict:
+        beta = self.beta()
+        batch = batch.to(self.device)
+        out = self.model(batch.tokens, batch.lengths)
+        kl = out.kl.sum(-1)
+        loss = elbo_loss(out.rec, kl, beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.s.optim.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.optim.clip_norm)
+        self.optimizer.step()
+        self.state.step += 1
+        self.state.batch_in_epoch += 1
+        return {"loss": loss.item(), "rec": out.rec.mean().item(), "kl": kl.mean().item(),
+                "beta": beta, "tokens": batch.num_tokens, "sentences": len(batch)}
+
+    def validate(self, logger: MetricsLogger, epoch_end: bool) -> bool:
+        """Evaluate on valid, keep the best weights; returns True when training should stop."""
+        metrics = elbo_metrics(self.model, self.corpus["valid"], self.s.train.eval_batch_size,
+                               self.s.seed)
+        score = metrics["neg_elbo"]
+        improved = score < self.state.best
+        if improved:
+            self.state.best = score
+            self.save("best.pt")
+        stop = False
+        if epoch_end:  # a mid-epoch stop must not change the lr or patience a resumed run will see
+            self.state.bad_epochs = 0 if improved else self.state.bad_epochs + 1
+            if self.plateau is not None:
+                self.plateau.step(score)
+            patience = self.s.train.early_stopping
+            stop = patience is not None and self.state.bad_epochs >= patience
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        logger.log({f"val/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
+        if stop:
+            log.info("early stopping: no better validation -ELBO for %d epochs", self.state.bad_epochs)
+        return stop
+
+    def fit(self, logger: MetricsLogger) -> None:
+        t, split = self.s.train, self.corpus["train"]
+        done = t.max_steps is not None and self.state.step >= t.max_steps
+        while self.state.epoch < t.epochs and not done:
+            plan = batch_plan(split, t.batch_size, shuffle=True, seed=self.s.seed,
+                              epoch=self.state.epoch, pool=self.s.data.bucket_pool)
+            bar = tqdm(total=len(plan), initial=self.state.batch_in_epoch, disable=not t.progress,
+                       desc=f"epoch {self.state.epoch + 1}/{t.epochs}", dynamic_ncols=True,
+                       leave=False)
+            window, started = _Window(), time.perf_counter()
+            for batch in iterate(split, plan, start=self.state.batch_in_epoch):
+                window.add(self.train_step(batch))
+                bar.update(1)
+                if self.state.step % t.log_every == 0:
+                    stats = window.flush(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    bar.set_postfix(loss=f"{stats['loss']:.2f}", rec=f"{stats['rec']:.2f}",
+                                    kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}",
+                                    tok_s=f"{stats['tokens_per_s']:.0f}")
+                    logger.log({f"train/{k}": v for k, v in stats.items()}, self.state.step,
+                               self.state.epoch, echo=not t.progress)
+                if t.checkpoint_every and self.state.step % t.checkpoint_every == 0:
+                    self.save("last.pt")
+                if t.max_steps is not None and self.state.step >= t.max_steps:
+                    done = True
+                    break
+            bar.close()
+            epoch_end = self.state.batch_in_epoch == len(plan)
+            if epoch_end:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+            if self.validate(logger, epoch_end):
+                done = True
+            self.save("last.pt")
+
+    def test(self, logger: MetricsLogger) -> dict:
+        best = self.run_dir / CHECKPOINT_DIR / "best.pt"
+        if best.is_file():
+            self.model.load_state_dict(load_checkpoint(best, map_location=self.device)["model"])
+        metrics = elbo_metrics(self.model, self.corpus["test"], self.s.train.eval_batch_size,
+                               self.s.seed)
+        logger.log({f"test/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
+        return metrics
+
+
+class _Window:
+    """Running means of the train metrics between two log lines."""
+
+    def __init__(self):
+        self.sums, self.steps, self.tokens = {}, 0, 0
+
+    def add(self, stats: dict) -> None:
+        self.steps += 1
+        self.tokens += stats["tokens"]
+        for k in ("loss", "rec", "kl"):
+            self.sums[k] = self.sums.get(k, 0.0) + stats[k]
+        self.beta = stats["beta"]
+
+    def flush(self, seconds: float) -> dict:
+        out = {k: v / self.steps for k, v in self.sums.items()}
+        out.update(beta=self.beta, tokens_per_s=self.tokens / max(seconds, 1e-9))
+        self.sums, self.steps, self.tokens = {}, 0, 0
+        return out
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
+    """Train, validate every epoch, test the best weights; returns the final metrics.
+
+    `run_dir` defaults to Hydra's output directory (when called from the Hydra entry point).
+    """
+    settings = Settings.from_cfg(cfg)  # every config error surfaces here, before data is read
+    if run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = HydraConfig.get().runtime.output_dir
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if settings.train.num_threads:
+        torch.set_num_threads(settings.train.num_threads)
+    started = time.perf_counter()
+
+    trainer = Trainer(cfg, settings, run_dir)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    log.info("run dir %s | device %s | %d parameters | vocab %d | train %d sentences",
+             run_dir, trainer.device, n_params, len(trainer.corpus.vocab), len(trainer.corpus["train"]))
+
+    logger = MetricsLogger(run_dir, settings.logger, OmegaConf.to_container(cfg, resolve=True))
+    failed = True
+    try:
+        trainer.fit(logger)
+        test = trainer.test(logger)
+        results = {
+            "best_val_neg_elbo": trainer.state.best,
+            "test": test,
+            "steps": trainer.state.step,
+            "epochs": trainer.state.epoch,
+            "train_seconds": time.perf_counter() - started,
+            "device": str(trainer.device),
+            "parameters": n_params,
+        }
+        logger.log({"train_seconds": results["train_seconds"]}, trainer.state.step, echo=False)
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        failed = False
+        return results
+    finally:
+        logger.close(failed=failed)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    try:
+        results = train(cfg)
+    except VaeTextError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return results["best_val_neg_elbo"]  # what a sweeper minimises
+
+
+if __name__ == "__main__":
+    main()
