@@ -52,7 +52,7 @@ def corpus_dir(tmp_path: Path) -> Path:
 # vocabulary 4 specials + 21 words = 25 (found by the data test).
 TINY = [
     "model.embed_size=12", "model.encoder_hidden=20", "model.latent_size=6",
-    "model.decoder_hidden=16", "train.batch_size=7", "train.eval_batch_size=11",
+    "model.decoder_hidden=16", "train.batch_size=7", "eval.batch_size=11",
     "train.progress=false", "train.log_every=5", "train.num_threads=1",
 ]
 
@@ -65,6 +65,12 @@ def tiny_overrides(data_dir: Path, *extra: str) -> list[str]:
 def compose_cfg(overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return compose("train", overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def ptb_cache(tmp_path_factory) -> Path:
+    """One token cache for the PTB tests of a session (tokenizing PTB takes seconds)."""
+    return tmp_path_factory.mktemp("ptb_cache")
 
 
 @pytest.fixture

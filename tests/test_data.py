@@ -156,8 +156,8 @@ def test_tiny_corpus_vocabulary_size(corpus_dir):
 
 
 @pytest.mark.slow
-def test_ptb_vocabulary_and_token_counts(ptb_dir, tmp_path):
-    corpus = load_corpus(DataConfig(dir=str(ptb_dir), cache_dir=str(tmp_path)))
+def test_ptb_vocabulary_and_token_counts(ptb_dir, ptb_cache):
+    corpus = load_corpus(DataConfig(dir=str(ptb_dir), cache_dir=str(ptb_cache)))
     vocab = corpus.vocab
     assert len(vocab) == 10_002  # the 10,000 PTB types (<unk> and <eos> included) + <pad>, <bos>
     assert vocab.itos.count(UNK) == 1 and "<unk>" in vocab.stoi

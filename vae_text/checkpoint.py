@@ -56,3 +56,22 @@ def load_checkpoint(path: str | Path, name: str = "best.pt",
     if missing:
         raise CheckpointError(f"{path}: not a vae_text checkpoint (missing {sorted(missing)})")
     return blob
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", name: str = "best.pt"):
+    """(model, vocab, config) from a run directory or checkpoint file, in eval mode, no Hydra."""
+    from vae_text.config import ModelConfig, section
+    from vae_text.data import Vocab
+    from vae_text.model import TextVAE
+
+    path = resolve_checkpoint(path, name)
+    blob = load_checkpoint(path, map_location=device)
+    vocab = Vocab(blob["vocab"])
+    model = TextVAE(section(ModelConfig, blob["config"]["model"], "model"), len(vocab),
+                    vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
+    try:
+        model.load_state_dict(blob["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: its weights do not fit its own model config "
+                              f"({str(err).splitlines()[0][:120]})") from None
+    return model.to(device).eval(), vocab, blob["config"]

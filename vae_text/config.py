@@ -116,7 +116,6 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 32
-    eval_batch_size: int = 256
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (whichever comes first)
     early_stopping: int | None = None  # stop after this many epochs without a better val -ELBO
@@ -127,7 +126,7 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads; null keeps PyTorch's default
 
     def __post_init__(self) -> None:
-        for key in ("batch_size", "eval_batch_size", "epochs", "log_every"):
+        for key in ("batch_size", "epochs", "log_every"):
             _positive_int(f"train.{key}", getattr(self, key))
         for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads"):
             if getattr(self, key) is not None:

@@ -60,7 +60,8 @@ class MetricsLogger:
                                step=step)
         if echo:
             log.info("step %d%s | %s", step, "" if epoch is None else f" epoch {epoch}",
-                     " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items() if not isinstance(v, list)))
+                     " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()
+                              if isinstance(v, (int, float))))
 
     def close(self, failed: bool = False) -> None:
         self.file.close()

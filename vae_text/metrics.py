@@ -3,53 +3,239 @@
 NLLs are nats per sentence (sum over its words and one <eos>), averaged over sentences; PPL divides
 the total NLL by the total number of tokens (words + one <eos> per sentence). The ELBO is always
 computed with beta = 1, whatever weight the KL had in training, and its PPL is named `ppl_elbo`:
-it bounds the true perplexity from above, it is not it.
+it bounds the true perplexity from above. `nll_iw` / `ppl_iw` are the importance-weighted bound
+(Burda et al. 2016) with `iw_samples` samples; for the language model `nll` / `ppl` are exact.
+
+Randomness: the noise of a sentence's posterior samples is seeded from (seed, its token ids), so
+every metric is the same whatever the batch size, padding or order of the sentences.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import time
+from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+from tqdm import tqdm
 
-from vae_text.data import Split, batch_plan, iterate
+from vae_text.data import Batch, Split, Vocab, batch_plan, iterate
+from vae_text.generate import greedy_decode
 from vae_text.model import TextVAE
+
+LOG_2PI = math.log(2 * math.pi)
+MI_ESTIMATOR = "aggregate posterior over the whole evaluation set (Li et al. 2019 / Optimus)"
+
+
+@dataclass
+class EvalConfig:
+    iw_samples: int = 500  # K for the importance-weighted NLL (0: skip it)
+    val_iw_samples: int = 0  # K for the IW-NLL in the per-epoch validation (0: skip it)
+    batch_size: int = 64  # sentences per encoder pass
+    memory_mb: int = 1024  # budget for one decoder chunk of the IW-NLL (logits dominate)
+    au_threshold: float = 0.01  # a unit is active if Var_x E_q[z_u] >= this
+    reconstruct: bool = True  # greedy reconstructions, token accuracy, BLEU
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from vae_text.errors import ConfigError
+
+        for key in ("iw_samples", "val_iw_samples"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"eval.{key}={value!r} is invalid: an integer >= 0 (0 skips it)")
+        for key in ("batch_size", "memory_mb"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"eval.{key}={value!r} is invalid: a positive integer")
+        if not self.au_threshold > 0:
+            raise ConfigError(f"eval.au_threshold={self.au_threshold!r} is invalid: it must be > 0")
+
+
+# --- noise that belongs to a sentence, not to a batch -------------------------------------------
+
+
+def sentence_noise(tokens: Tensor, lengths: Tensor, samples: int, latent: int, seed: int,
+                   salt: str = "") -> Tensor:
+    """Standard-normal noise (B, samples, latent), each row seeded from its sentence's ids."""
+    rows = []
+    for ids, n in zip(tokens.tolist(), lengths.tolist()):
+        key = hashlib.blake2b(f"{seed}{salt}:{ids[:n]}".encode(), digest_size=8).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(key, "little") & (2**63 - 1))
+        rows.append(torch.randn(samples, latent, generator=g))
+    return torch.stack(rows).to(tokens.device)
+
+
+def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, diag(exp(logvar))), summed over the last dimension."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
+
+
+# --- the pieces ---------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def elbo_metrics(model: TextVAE, split: Split, batch_size: int = 256, seed: int = 0) -> dict:
-    """rec, kl, neg_elbo (beta = 1), ppl_elbo and the per-dimension KL over a whole split.
+def batch_elbo(model: TextVAE, batch: Batch, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """rec (B,), KL per dim (B, Z), mu, logvar for one batch; one posterior sample per sentence
+    (z = mu for a model trained without sampling)."""
+    if not model.has_latent:
+        rec = model.reconstruction(batch.tokens, None)
+        empty = rec.new_zeros(len(batch), 0)
+        return rec, empty, empty, empty
+    mu, logvar = model.encode(batch.tokens, batch.lengths)
+    if model.cfg.sample_z:
+        eps = sentence_noise(batch.tokens, batch.lengths, 1, mu.shape[1], seed, "elbo")[:, 0]
+        z = mu + torch.exp(0.5 * logvar) * eps
+    else:
+        z = mu
+    rec = model.reconstruction(batch.tokens, z)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    return rec, kl, mu, logvar
 
-    One posterior sample per sentence, drawn from a generator seeded with `seed`, so repeated
-    evaluations agree and evaluation never consumes the training RNG. For the language-model
-    baseline (no latent) `nll`/`ppl` are exact and `kl` is 0.
+
+@torch.no_grad()
+def iw_log_likelihood(model: TextVAE, batch: Batch, samples: int, seed: int,
+                      memory_mb: int = 1024) -> Tensor:
+    """Importance-weighted estimate of log p(x) per sentence (B,), float64.
+
+    log p(x) ~ logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K, z_k ~ q(z|x).
+    The encoder runs once; all (sentence, sample) pairs go through the decoder in chunks whose
+    logits fit in `memory_mb`.
     """
+    mu, logvar = model.encode(batch.tokens, batch.lengths)  # (B, Z)
+    eps = sentence_noise(batch.tokens, batch.lengths, samples, mu.shape[1], seed, "iw")
+    z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps  # (B, K, Z)
+    log_prior = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)  # (B, K)
+    log_q = log_normal(z, mu[:, None], logvar[:, None])  # (B, K)
+
+    B, T = batch.tokens.shape
+    vocab = model.decoder.proj.out_features
+    rows_per_chunk = max(1, int(memory_mb * 2**20 / (3 * 4 * vocab * T)))  # logits + softmax work
+    flat_z = z.reshape(B * samples, -1)
+    sentence = torch.arange(B, device=mu.device).repeat_interleave(samples)
+    log_px_z = torch.empty(B * samples, device=mu.device)
+    for start in range(0, B * samples, rows_per_chunk):
+        rows = slice(start, start + rows_per_chunk)
+        log_px_z[rows] = -model.reconstruction(batch.tokens[sentence[rows]], flat_z[rows])
+    log_w = log_px_z.view(B, samples).double() + log_prior.double() - log_q.double()
+    return torch.logsumexp(log_w, dim=1) - math.log(samples)
+
+
+def mutual_information(mu: Tensor, logvar: Tensor, z: Tensor, chunk: int = 512) -> float:
+    """I(x; z) under q(x, z) = p_data(x) q(z|x), with the aggregate posterior taken over the
+    whole set: E_x E_q(z|x)[log q(z|x)] - E_x E_q(z|x)[log (1/N) sum_j q(z|x_j)].
+
+    mu, logvar: (N, Z) posteriors of the N sentences; z: (N, Z), one sample from each. The
+    estimate is capped near log N.
+    """
+    mu, logvar, z = mu.double(), logvar.double(), z.double()
+    n, latent = mu.shape
+    neg_entropy = (-0.5 * latent * LOG_2PI - 0.5 * (1 + logvar).sum(-1)).mean()
+    log_qz = torch.empty(n, dtype=torch.float64)
+    for start in range(0, n, chunk):
+        zi = z[start: start + chunk, None]  # (c, 1, Z) against every posterior (1, N, Z)
+        log_qz[start: start + chunk] = torch.logsumexp(
+            log_normal(zi, mu[None], logvar[None]), dim=1) - math.log(n)
+    return float(neg_entropy - log_qz.mean())
+
+
+def active_units(mu: Tensor, threshold: float = 0.01) -> tuple[int, list[float]]:
+    """Number of dimensions u with Var_x(E_q(z|x)[z_u]) >= threshold, and those variances."""
+    variances = mu.double().var(dim=0, unbiased=True) if mu.shape[0] > 1 else mu.new_zeros(mu.shape[1])
+    return int((variances >= threshold).sum()), variances.tolist()
+
+
+# --- the suite ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: TextVAE, split: Split, vocab: Vocab | None = None,
+             cfg: EvalConfig | None = None, full: bool = True) -> dict:
+    """All metrics of REFERENCE.md §2 over a whole split.
+
+    `full=False` is the cheap per-epoch validation: ELBO terms, PPL, MI and AU (one encoder pass),
+    plus the IW-NLL only if `cfg.iw_samples > 0`. `full=True` adds token accuracy and greedy
+    reconstructions (exact match, BLEU) when `vocab` is given.
+    """
+    cfg = cfg or EvalConfig()
+    started = time.perf_counter()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    plan = batch_plan(split, cfg.batch_size, shuffle=False)
+    do_iw = model.has_latent and cfg.iw_samples > 0
+    do_recon = full and model.has_latent and cfg.reconstruct and vocab is not None
+
     rec_sum = torch.zeros((), dtype=torch.float64)
+    iw_sum = torch.zeros((), dtype=torch.float64)
     kl_dims = torch.zeros(model.latent_size, dtype=torch.float64)
-    for batch in iterate(split, batch_plan(split, batch_size, shuffle=False)):
+    mus, logvars, zs = [], [], []
+    correct = 0
+    hyps, refs = [], []
+    bar = tqdm(total=split.num_tokens, disable=not (cfg.progress and do_iw), unit="tok",
+               desc=f"IW-NLL K={cfg.iw_samples}", dynamic_ncols=True, leave=False)
+    for batch in iterate(split, plan):
         batch = batch.to(device)
-        out = model(batch.tokens, batch.lengths, generator=generator)
-        rec_sum += out.rec.double().sum().cpu()
-        kl_dims += out.kl.double().sum(0).cpu()
+        rec, kl, mu, logvar = batch_elbo(model, batch, cfg.seed)
+        rec_sum += rec.double().sum().cpu()
+        kl_dims += kl.double().sum(0).cpu()
+        if model.has_latent:
+            eps = sentence_noise(batch.tokens, batch.lengths, 1, mu.shape[1], cfg.seed, "mi")[:, 0]
+            mus.append(mu.cpu())
+            logvars.append(logvar.cpu())
+            zs.append((mu + torch.exp(0.5 * logvar) * eps).cpu())
+        if do_iw:
+            iw_sum -= iw_log_likelihood(model, batch, cfg.iw_samples, cfg.seed, cfg.memory_mb).sum().cpu()
+        if do_recon:
+            correct += token_hits(model, batch, mu)
+            lengths = batch.lengths.tolist()
+            for row, ids in enumerate(greedy_decode(model, mu, max_len=max(lengths) * 2 + 10)):
+                ids = ids[: lengths[row] * 2 + 10]  # each sentence's own cap, whatever its batch
+                hyps.append(" ".join(vocab.decode(ids)))
+                refs.append(" ".join(vocab.decode(batch.tokens[row, : lengths[row]].tolist())))
+        bar.update(batch.num_tokens)
+    bar.close()
     model.train(was_training)
 
     n, tokens = len(split), split.num_tokens
     kl_sum = kl_dims.sum()
-    metrics = {
+    out = {
         "rec": float(rec_sum / n),
         "kl": float(kl_sum / n),
         "neg_elbo": float((rec_sum + kl_sum) / n),
         "ppl_elbo": math.exp(float((rec_sum + kl_sum) / tokens)),
-        "sentences": n,
-        "tokens": tokens,
     }
-    if model.has_latent:
-        metrics["kl_per_dim"] = (kl_dims / n).tolist()
-    else:  # no latent: the decoder's NLL is the exact log-likelihood
-        metrics["nll"] = metrics["rec"]
-        metrics["ppl"] = math.exp(float(rec_sum / tokens))
-    return metrics
+    if not model.has_latent:  # no latent: the decoder's NLL is the exact log-likelihood
+        out.update(nll=out["rec"], ppl=math.exp(float(rec_sum / tokens)), nll_estimator="exact")
+    else:
+        mu_all, logvar_all = torch.cat(mus), torch.cat(logvars)
+        au, variances = active_units(mu_all, cfg.au_threshold)
+        out.update(kl_per_dim=(kl_dims / n).tolist(),
+                   mi=mutual_information(mu_all, logvar_all, torch.cat(zs)),
+                   mi_estimator=MI_ESTIMATOR, au=au, au_threshold=cfg.au_threshold,
+                   au_variances=variances)
+        if do_iw:
+            out.update(nll_iw=float(iw_sum / n), ppl_iw=math.exp(float(iw_sum / tokens)),
+                       iw_samples=cfg.iw_samples)
+        if do_recon:
+            import sacrebleu
+
+            out.update(token_accuracy=correct / tokens,
+                       recon_exact=sum(h == r for h, r in zip(hyps, refs)) / n,
+                       recon_bleu=sacrebleu.corpus_bleu(hyps, [refs]).score)
+    out.update(sentences=n, tokens=tokens, seconds=time.perf_counter() - started)
+    return out
+
+
+@torch.no_grad()
+def token_hits(model: TextVAE, batch: Batch, z: Tensor) -> int:
+    """Teacher-forced tokens whose argmax prediction given z is the target."""
+    from vae_text.model import decoder_inputs
+
+    inputs = decoder_inputs(batch.tokens, model.bos_id, model.eos_id, model.pad_id)
+    h, _ = model.decoder.hidden_states(inputs, z)
+    mask = batch.tokens != model.pad_id
+    return int((model.decoder.logits(h[mask]).argmax(-1) == batch.tokens[mask]).sum())

@@ -9,6 +9,7 @@ and `checkpoints/{last,best}.pt`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from vae_text.config import ModelConfig, ObjectiveConfig, OptimConfig, TrainConf
 from vae_text.data import Corpus, DataConfig, Vocab, batch_plan, iterate, load_corpus
 from vae_text.errors import CheckpointError, ConfigError, VaeTextError
 from vae_text.logger import LoggerConfig, MetricsLogger
-from vae_text.metrics import elbo_metrics
+from vae_text.metrics import EvalConfig, evaluate
 from vae_text.model import TextVAE
 from vae_text.objective import elbo_loss, kl_weight
 
@@ -45,12 +46,13 @@ class Settings:
     train: TrainConfig
     data: DataConfig
     logger: LoggerConfig
+    eval: EvalConfig
     seed: int
     device: str
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Settings:
-        known = {"model", "objective", "optim", "train", "data", "logger", "seed", "device"}
+        known = {"model", "objective", "optim", "train", "data", "logger", "eval", "seed", "device"}
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(f"{unknown[0]} is not a known top-level key: valid keys are {sorted(known)}")
@@ -66,6 +68,8 @@ class Settings:
             train=section(TrainConfig, cfg.get("train"), "train"),
             data=section(DataConfig, cfg.get("data"), "data"),
             logger=section(LoggerConfig, cfg.get("logger"), "logger"),
+            eval=dataclasses.replace(section(EvalConfig, cfg.get("eval"), "eval"), seed=cfg.seed,
+                                     progress=bool(cfg.get("train", {}).get("progress", True))),
             seed=cfg.seed,
             device=device,
         )
@@ -203,8 +207,8 @@ class Trainer:
 
     def validate(self, logger: MetricsLogger, epoch_end: bool) -> bool:
         """Evaluate on valid, keep the best weights; returns True when training should stop."""
-        metrics = elbo_metrics(self.model, self.corpus["valid"], self.s.train.eval_batch_size,
-                               self.s.seed)
+        cfg = dataclasses.replace(self.s.eval, iw_samples=self.s.eval.val_iw_samples, progress=False)
+        metrics = evaluate(self.model, self.corpus["valid"], cfg=cfg, full=False)
         score = metrics["neg_elbo"]
         improved = score < self.state.best
         if improved:
@@ -262,8 +266,8 @@ class Trainer:
         best = self.run_dir / CHECKPOINT_DIR / "best.pt"
         if best.is_file():
             self.model.load_state_dict(load_checkpoint(best, map_location=self.device)["model"])
-        metrics = elbo_metrics(self.model, self.corpus["test"], self.s.train.eval_batch_size,
-                               self.s.seed)
+        metrics = evaluate(self.model, self.corpus["test"], self.corpus.vocab, self.s.eval)
+        write_json(self.run_dir / "eval_test.json", metrics)
         logger.log({f"test/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
         return metrics
 
@@ -286,6 +290,12 @@ class _Window:
         out.update(beta=self.beta, tokens_per_s=self.tokens / max(seconds, 1e-9))
         self.sums, self.steps, self.tokens = {}, 0, 0
         return out
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
@@ -325,7 +335,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
             "parameters": n_params,
         }
         logger.log({"train_seconds": results["train_seconds"]}, trainer.state.step, echo=False)
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_json(run_dir / "results.json", results)
         failed = False
         return results
     finally:

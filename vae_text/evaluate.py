@@ -1,0 +1,79 @@
+"""Evaluate a trained model on a split with the field's protocol (REFERENCE.md §2).
+
+    python -m vae_text.evaluate checkpoint=outputs/ptb_main split=test iw_samples=500
+
+Prints a table and writes `eval_<split>.json` into the run directory. Works for VAEs (IW-NLL, MI,
+AU, reconstructions) and the language-model baseline (exact NLL) alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
+from vae_text.data import SPLITS, encode_split, read_sentences
+from vae_text.errors import ConfigError, VaeTextError
+from vae_text.metrics import EvalConfig, evaluate
+from vae_text.train import pick_device, write_json
+
+log = logging.getLogger("vae_text")
+
+ROWS = [  # (key, label, format)
+    ("rec", "rec (nats/sentence)", ".2f"), ("kl", "KL", ".2f"), ("neg_elbo", "-ELBO (beta=1)", ".2f"),
+    ("ppl_elbo", "PPL from -ELBO (bound)", ".2f"), ("nll_iw", "IW-NLL", ".2f"),
+    ("ppl_iw", "IW-PPL", ".2f"), ("iw_samples", "IW samples K", "d"), ("nll", "NLL (exact)", ".2f"),
+    ("ppl", "PPL (exact)", ".2f"), ("mi", "MI (whole set)", ".3f"), ("au", "active units", "d"),
+    ("token_accuracy", "token accuracy (z=mu)", ".4f"), ("recon_exact", "exact reconstructions", ".4f"),
+    ("recon_bleu", "reconstruction BLEU", ".2f"), ("sentences", "sentences", "d"),
+    ("tokens", "tokens (words + <eos>)", "d"), ("seconds", "wall time (s)", ".1f"),
+]
+
+
+def format_table(metrics: dict, title: str) -> str:
+    lines = [f"| {title} | |", "|---|---:|"]
+    lines += [f"| {label} | {metrics[key]:{fmt}} |" for key, label, fmt in ROWS if key in metrics]
+    if "au" in metrics:
+        lines.append(f"| latent size | {len(metrics['kl_per_dim'])} |")
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> dict:
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r} is invalid: choose one of {list(SPLITS)}")
+    eval_cfg = EvalConfig(iw_samples=cfg.iw_samples, batch_size=cfg.batch_size,
+                          memory_mb=cfg.memory_mb, au_threshold=cfg.au_threshold,
+                          reconstruct=cfg.reconstruct, seed=cfg.seed, progress=cfg.progress)
+    path = resolve_checkpoint(cfg.checkpoint)
+    model, vocab, train_cfg = load_model(path, pick_device(str(cfg.device)))
+    data = train_cfg["data"]
+    file = Path(cfg.data_dir or data["dir"]) / data["files"][cfg.split]
+    sentences, _ = read_sentences(file)
+    split = encode_split(sentences, vocab)  # the checkpoint's own vocabulary
+    log.info("evaluating %s on %s (%d sentences, K=%d)", path, file, len(split), eval_cfg.iw_samples)
+    metrics = evaluate(model, split, vocab, eval_cfg)
+    metrics.update(checkpoint=str(path), split=cfg.split, data=str(file))
+
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    out = Path(cfg.output) if cfg.output else run_dir / f"eval_{cfg.split}.json"
+    write_json(out, metrics)
+    print(format_table(metrics, f"{path} · {cfg.split}"))
+    print(f"wrote {out}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except VaeTextError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
