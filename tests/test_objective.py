@@ -5,7 +5,9 @@ import torch
 
 from vae_text.objective import (
     constant,
+    cyclical,
     elbo_loss,
+    free_bits,
     gaussian_kl,
     kl_weight,
     linear,
@@ -64,5 +66,43 @@ def test_sentence_nll_sums_token_nll_per_sentence():
 
 
 def test_elbo_loss_averages_both_terms_over_sentences():
-    rec, kl = torch.tensor([10.0, 20.0, 30.0]), torch.tensor([1.0, 2.0, 6.0])
+    rec = torch.tensor([10.0, 20.0, 30.0])
+    kl = torch.tensor([[0.5, 0.5], [1.5, 0.5], [2.0, 4.0]])  # (B, Z): 1, 2 and 6 nats
     assert elbo_loss(rec, kl, 0.5).item() == pytest.approx(20.0 + 0.5 * 3.0)
+
+
+def test_cyclical_schedule_boundaries():
+    f = lambda step, **kw: cyclical(step, cycle_steps=100, **kw)  # noqa: E731
+    assert [f(s) for s in (0, 25, 49, 50, 99, 100, 125, 150)] == [
+        0.0, 0.5, 0.98, 1.0, 1.0, 0.0, 0.5, 1.0]  # rises over the first half, resets each cycle
+    assert f(0, start=0.1) == pytest.approx(0.1) and f(25, start=0.1) == pytest.approx(0.55)
+    # a zero phase of 20 % then a rise over 40 %
+    assert [f(s, ratio=0.4, zero_ratio=0.2) for s in (0, 19, 20, 40, 59, 60, 99, 119, 140)] == \
+        pytest.approx([0.0, 0.0, 0.0, 0.5, 0.975, 1.0, 1.0, 0.0, 0.5])
+    assert [f(s, cycles=2) for s in (150, 199, 200, 210, 10_000)] == [1.0, 1.0, 1.0, 1.0, 1.0]
+    assert f(210, cycles=3) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        cyclical(0, cycle_steps=10, ratio=0.8, zero_ratio=0.5)
+
+
+def test_free_bits_per_dimension_gives_no_gradient_below_the_threshold():
+    # batch 3, latent 4; budget 2 nats -> 0.5 per dimension
+    kl = torch.tensor([[0.1, 2.0, 0.4, 0.0],
+                       [0.2, 1.0, 0.8, 0.1],
+                       [0.3, 3.0, 0.9, 0.2]], requires_grad=True)
+    term = free_bits(kl, 2.0, "dim")
+    # batch means per dimension: 0.2, 2.0, 0.7, 0.1 -> max(0.5, .) = 0.5, 2.0, 0.7, 0.5
+    assert term.item() == pytest.approx(3.7)
+    term.backward()
+    assert kl.grad[:, 0].abs().sum() == 0 and kl.grad[:, 3].abs().sum() == 0
+    torch.testing.assert_close(kl.grad[:, 1], torch.full((3,), 1 / 3))
+    torch.testing.assert_close(kl.grad[:, 2], torch.full((3,), 1 / 3))
+
+
+def test_free_bits_per_sentence_and_off():
+    kl = torch.tensor([[0.5, 0.5], [3.0, 1.0]], requires_grad=True)  # sentences: 1 and 4 nats
+    term = free_bits(kl, 2.0, "sentence")  # max(2, 1) and max(2, 4): mean 3
+    assert term.item() == pytest.approx(3.0)
+    term.backward()
+    assert kl.grad[0].abs().sum() == 0 and torch.all(kl.grad[1] == 0.5)
+    assert free_bits(kl, 0.0).item() == pytest.approx(2.5)  # off: the plain mean KL

@@ -32,6 +32,9 @@ class ModelConfig:
     embed_dropout: float = 0.0  # dropout on decoder inputs (embeddings)
     output_dropout: float = 0.0  # dropout on decoder outputs, before the vocabulary projection
     word_dropout: float = 0.0  # fraction of decoder input words replaced by <unk> while training
+    word_dropout_end: float | None = None  # anneal the rate linearly to this (null: constant)
+    word_dropout_steps: int = 10_000  # ... over this many steps
+    bn_gamma: float | None = None  # BN-VAE (Zhu et al. 2020): batch-norm mu with this fixed scale
     sample_z: bool = True  # False: z = mu (with kl_weight = 0 this is the deterministic autoencoder)
 
     def __post_init__(self) -> None:
@@ -42,6 +45,13 @@ class ModelConfig:
             _positive_int(f"model.{key}", getattr(self, key))
         for key in ("embed_dropout", "output_dropout", "word_dropout"):
             _fraction(f"model.{key}", getattr(self, key))
+        if self.word_dropout_end is not None:
+            _fraction("model.word_dropout_end", self.word_dropout_end)
+            _positive_int("model.word_dropout_steps", self.word_dropout_steps)
+        if self.bn_gamma is not None and not (isinstance(self.bn_gamma, (int, float)) and self.bn_gamma > 0):
+            raise ConfigError(f"model.bn_gamma={self.bn_gamma!r} is invalid: a scale > 0, or null")
+        if self.kind == "lm" and self.bn_gamma is not None:
+            raise ConfigError("model.bn_gamma is set but model.kind=lm has no latent: unset it")
 
 
 @dataclass
@@ -57,12 +67,17 @@ class ScheduleConfig:
 class ObjectiveConfig:
     kl_weight: float = 1.0  # beta: the weight the schedule rises to (the sweep key)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    free_bits: float = 0.0  # nats the KL may use for free (0: off); the reported KL is the true KL
+    free_bits_mode: str = "dim"  # "dim": budget / Z per dimension (Li et al.); "sentence"
 
     def __post_init__(self) -> None:
         if not isinstance(self.kl_weight, (int, float)) or self.kl_weight < 0:
             raise ConfigError(
                 f"objective.kl_weight={self.kl_weight!r} is invalid: it must be a number >= 0"
             )
+        if not isinstance(self.free_bits, (int, float)) or self.free_bits < 0:
+            raise ConfigError(f"objective.free_bits={self.free_bits!r} is invalid: nats >= 0")
+        _choice("objective.free_bits_mode", self.free_bits_mode, ("dim", "sentence"))
         from vae_text.objective import SCHEDULES  # late import: objective imports nothing of ours
 
         if self.schedule.name not in SCHEDULES:
@@ -118,7 +133,8 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (whichever comes first)
-    early_stopping: int | None = None  # stop after this many epochs without a better val -ELBO
+    early_stopping: int | None = None  # stop after this many epochs without a better val score
+    monitor: str = "neg_elbo"  # validation score for best.pt, lr decay, early stopping (or "rec")
     log_every: int = 100  # steps between train/ metric lines
     checkpoint_every: int | None = None  # also save last.pt every N steps (for preemption)
     progress: bool = True  # tqdm progress bar
@@ -128,9 +144,26 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "log_every"):
             _positive_int(f"train.{key}", getattr(self, key))
+        _choice("train.monitor", self.monitor, ("neg_elbo", "rec"))
         for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads"):
             if getattr(self, key) is not None:
                 _positive_int(f"train.{key}", getattr(self, key))
+
+
+@dataclass
+class RemedyConfig:
+    """Training procedures against posterior collapse (vae_text.remedies)."""
+
+    aggressive: bool = False  # He et al. 2019: encoder-only inner updates before each decoder step
+    aggressive_max_inner: int = 100  # cap of the inner loop
+    aggressive_check_every: int = 10  # inner steps between two checks of the encoder's loss
+    pretrain_epochs: int = 0  # Li et al. 2019: autoencoder epochs (beta = 0, z = mu) first
+
+    def __post_init__(self) -> None:
+        _positive_int("remedy.aggressive_max_inner", self.aggressive_max_inner)
+        _positive_int("remedy.aggressive_check_every", self.aggressive_check_every)
+        if not isinstance(self.pretrain_epochs, int) or self.pretrain_epochs < 0:
+            raise ConfigError(f"remedy.pretrain_epochs={self.pretrain_epochs!r} is invalid: an integer >= 0")
 
 
 def section(cls: type[T], node: DictConfig | dict | None, prefix: str) -> T:

@@ -43,6 +43,13 @@ def word_dropout(inputs: Tensor, rate: float, unk_id: int, keep_ids: tuple[int, 
     return inputs.masked_fill(drop, unk_id)
 
 
+def word_dropout_rate(step: int, start: float, end: float | None, steps: int) -> float:
+    """The word-dropout rate at `step`: constant `start`, or linear from `start` to `end`."""
+    if end is None:
+        return start
+    return start + (end - start) * min(1.0, step / steps)
+
+
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
@@ -76,14 +83,27 @@ class Encoder(nn.Module):
 
 
 class GaussianHead(nn.Module):
-    """Linear map to the mean and log-variance of a diagonal Gaussian q(z|x)."""
+    """Linear map to the mean and log-variance of a diagonal Gaussian q(z|x).
 
-    def __init__(self, in_size: int, latent_size: int):
+    With `bn_gamma` (BN-VAE, Zhu et al. 2020) mu is batch-normalised with a fixed scale gamma and
+    a learnt shift: over a batch each dimension of mu has variance gamma^2, which keeps the
+    expected KL at least latent_size * gamma^2 / 2 and so prevents collapse.
+    """
+
+    def __init__(self, in_size: int, latent_size: int, bn_gamma: float | None = None):
         super().__init__()
         self.linear = nn.Linear(in_size, 2 * latent_size)
+        self.mu_bn = None
+        if bn_gamma is not None:
+            self.mu_bn = nn.BatchNorm1d(latent_size)
+            self.mu_bn.weight.requires_grad_(False)
+            with torch.no_grad():
+                self.mu_bn.weight.fill_(bn_gamma)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
         mu, logvar = self.linear(h).chunk(2, dim=-1)
+        if self.mu_bn is not None:
+            mu = self.mu_bn(mu)
         return mu, logvar
 
 
@@ -139,22 +159,24 @@ class TextVAE(nn.Module):
         self.latent_size = cfg.latent_size if self.has_latent else 0
         if self.has_latent:
             self.encoder = Encoder(vocab_size, cfg, pad_id)
-            self.head = GaussianHead(self.encoder.out_size, cfg.latent_size)
+            self.head = GaussianHead(self.encoder.out_size, cfg.latent_size, cfg.bn_gamma)
         self.decoder = Decoder(vocab_size, cfg, self.latent_size, pad_id)
+        self.use_mean = not cfg.sample_z  # z = mu (the autoencoder, and pretraining's AE phase)
+        self.word_dropout_rate = cfg.word_dropout  # the trainer anneals it when configured
 
     def encode(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior parameters mu, logvar (B, Z) for sentences `tokens` (B, T) of `lengths`."""
         return self.head(self.encoder(tokens, lengths))
 
     def sample_z(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return reparameterize(mu, logvar, generator) if self.cfg.sample_z else mu
+        return mu if self.use_mean else reparameterize(mu, logvar, generator)
 
     def reconstruction(self, tokens: Tensor, z: Tensor | None,
                        generator: torch.Generator | None = None) -> Tensor:
         """Sum of token NLLs per sentence (B,) given z; padding is never scored."""
         inputs = decoder_inputs(tokens, self.bos_id, self.eos_id, self.pad_id)
         if self.training:
-            inputs = word_dropout(inputs, self.cfg.word_dropout, self.unk_id,
+            inputs = word_dropout(inputs, self.word_dropout_rate, self.unk_id,
                                   (self.bos_id, self.pad_id), generator)
         h, _ = self.decoder.hidden_states(inputs, z)  # (B, T, H)
         mask = tokens != self.pad_id

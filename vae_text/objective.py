@@ -46,7 +46,30 @@ def logistic(step: int, k: float = 0.0025, x0: int = 2500) -> float:
     return 1.0 / (1.0 + math.exp(z)) if z < 700 else 0.0
 
 
-SCHEDULES = {"constant": constant, "linear": linear, "logistic": logistic}
+def cyclical(step: int, cycle_steps: int = 5_000, ratio: float = 0.5, start: float = 0.0,
+             zero_ratio: float = 0.0, cycles: int | None = None) -> float:
+    """Cyclical annealing (Fu et al. 2019): the warm-up repeated every `cycle_steps` steps.
+
+    Within a cycle at position tau in [0, 1): 0 while tau < zero_ratio (an optional zero phase),
+    then a linear rise from `start` to 1 over the next `ratio` of the cycle, then 1. After
+    `cycles` cycles (null: never) the weight stays at 1.
+    """
+    if cycle_steps <= 0:
+        raise ValueError(f"cycle_steps={cycle_steps} must be > 0")
+    if not (0 < ratio <= 1 and 0 <= zero_ratio < 1 and ratio + zero_ratio <= 1):
+        raise ValueError(f"ratio={ratio}, zero_ratio={zero_ratio}: need 0 < ratio, "
+                         f"0 <= zero_ratio and ratio + zero_ratio <= 1")
+    if not 0.0 <= start <= 1.0:
+        raise ValueError(f"start={start} must be in [0, 1]")
+    if cycles is not None and step >= cycles * cycle_steps:
+        return 1.0
+    tau = (step % cycle_steps) / cycle_steps
+    if tau < zero_ratio:
+        return 0.0
+    return start + (1.0 - start) * min(1.0, (tau - zero_ratio) / ratio)
+
+
+SCHEDULES = {"constant": constant, "linear": linear, "logistic": logistic, "cyclical": cyclical}
 
 
 def kl_weight(step: int, beta: float, name: str, **params) -> float:
@@ -54,9 +77,30 @@ def kl_weight(step: int, beta: float, name: str, **params) -> float:
     return beta * SCHEDULES[name](step, **params)
 
 
-def elbo_loss(rec: Tensor, kl: Tensor, beta: float) -> Tensor:
-    """Training loss: mean over sentences of rec + beta * KL. `rec`, `kl`: (B,) per sentence."""
-    return rec.mean() + beta * kl.mean()
+def free_bits(kl: Tensor, budget: float, mode: str = "dim") -> Tensor:
+    """The KL term of the loss with free bits, a scalar; `kl` is (B, Z) per sentence and dimension.
+
+    mode "dim" (Kingma et al. 2016; Li et al. 2019): the budget is split over the Z dimensions
+    and each dimension's batch-mean KL is raised to budget / Z; "sentence": each sentence's KL is
+    raised to `budget`. Below its threshold a term is constant, so it gets no gradient: the
+    encoder may spend those nats for free. Only the loss changes; the reported KL stays the KL.
+    """
+    if budget <= 0:
+        return kl.sum(-1).mean()
+    if mode == "dim":
+        return torch.clamp(kl.mean(0), min=budget / kl.shape[1]).sum()
+    if mode == "sentence":
+        return torch.clamp(kl.sum(-1), min=budget).mean()
+    raise ValueError(f"unknown free-bits mode {mode!r}")
+
+
+def elbo_loss(rec: Tensor, kl: Tensor, beta: float, free_nats: float = 0.0,
+              mode: str = "dim") -> Tensor:
+    """Training loss: mean over sentences of rec + beta * KL (with free bits when free_nats > 0).
+
+    `rec`: (B,) per sentence; `kl`: (B, Z) per sentence and latent dimension.
+    """
+    return rec.mean() + beta * free_bits(kl, free_nats, mode)
 
 
 def sentence_nll(logits: Tensor, targets: Tensor, rows: Tensor, batch_size: int) -> Tensor:

@@ -25,13 +25,21 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
-from vae_text.config import ModelConfig, ObjectiveConfig, OptimConfig, TrainConfig, section
-from vae_text.data import Corpus, DataConfig, Vocab, batch_plan, iterate, load_corpus
+from vae_text.config import (
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    RemedyConfig,
+    TrainConfig,
+    section,
+)
+from vae_text.data import Corpus, DataConfig, Vocab, batch_plan, collate, iterate, load_corpus
 from vae_text.errors import CheckpointError, ConfigError, VaeTextError
 from vae_text.logger import LoggerConfig, MetricsLogger
 from vae_text.metrics import EvalConfig, evaluate
-from vae_text.model import TextVAE
+from vae_text.model import TextVAE, word_dropout_rate
 from vae_text.objective import elbo_loss, kl_weight
+from vae_text.remedies import aggressive_encoder_updates, reinitialize_decoder, update_only
 
 log = logging.getLogger("vae_text")
 
@@ -47,12 +55,14 @@ class Settings:
     data: DataConfig
     logger: LoggerConfig
     eval: EvalConfig
+    remedy: RemedyConfig
     seed: int
     device: str
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Settings:
-        known = {"model", "objective", "optim", "train", "data", "logger", "eval", "seed", "device"}
+        known = {"model", "objective", "optim", "train", "data", "logger", "eval", "remedy", "seed",
+                 "device"}
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(f"{unknown[0]} is not a known top-level key: valid keys are {sorted(known)}")
@@ -70,9 +80,18 @@ class Settings:
             logger=section(LoggerConfig, cfg.get("logger"), "logger"),
             eval=dataclasses.replace(section(EvalConfig, cfg.get("eval"), "eval"), seed=cfg.seed,
                                      progress=bool(cfg.get("train", {}).get("progress", True))),
+            remedy=section(RemedyConfig, cfg.get("remedy"), "remedy"),
             seed=cfg.seed,
             device=device,
-        )
+        ).check()
+
+    def check(self) -> Settings:
+        """Checks across sections."""
+        r = self.remedy
+        if self.model.kind == "lm" and (r.aggressive or r.pretrain_epochs):
+            raise ConfigError("remedy.aggressive / remedy.pretrain_epochs need a latent: "
+                              "model.kind=lm has none")
+        return self
 
 
 @dataclass
@@ -82,8 +101,12 @@ class TrainState:
     step: int = 0
     epoch: int = 0  # completed epochs
     batch_in_epoch: int = 0  # batches of the current epoch already trained on
-    best: float = math.inf  # best validation -ELBO so far
+    best: float = math.inf  # best validation score (train.monitor) so far
     bad_epochs: int = 0  # epochs since the best one (early stopping)
+    pretraining: bool = False  # in the autoencoder phase of encoder pretraining
+    phase_start: int = 0  # step at which the VAE phase began (the KL schedule counts from it)
+    aggressive: bool = False  # aggressive inference training still on
+    best_mi: float = -math.inf  # best validation MI while aggressive
 
 
 def pick_device(name: str) -> torch.device:
@@ -131,16 +154,22 @@ class Trainer:
         torch.manual_seed(settings.seed)
         random.seed(settings.seed)
         self.model = build_model(settings.model, self.corpus.vocab).to(self.device)
-        o = settings.optim
+        self._new_optimizer()
+        self.state = TrainState(pretraining=settings.remedy.pretrain_epochs > 0,
+                                aggressive=settings.remedy.aggressive)
+        if resume is not None:
+            self._restore(resume)
+        self.model.use_mean = self.state.pretraining or not settings.model.sample_z
+        self.plan: list = []
+
+    def _new_optimizer(self) -> None:
+        o = self.s.optim
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=o.betas,
                                           weight_decay=o.weight_decay)
         self.plateau = None
         if o.plateau_factor is not None:
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, factor=o.plateau_factor, patience=o.plateau_patience, min_lr=o.min_lr)
-        self.state = TrainState()
-        if resume is not None:
-            self._restore(resume)
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -186,30 +215,69 @@ class Trainer:
     # --- the loop -------------------------------------------------------------------------------
 
     def beta(self) -> float:
-        sched = self.s.objective.schedule
-        return kl_weight(self.state.step, self.s.objective.kl_weight, sched.name, **sched.params)
+        if self.state.pretraining:  # the autoencoder phase: no KL term at all
+            return 0.0
+        sched, o = self.s.objective.schedule, self.s.objective
+        return kl_weight(self.state.step - self.state.phase_start, o.kl_weight, sched.name,
+                         **sched.params)
+
+    def loss(self, batch, beta: float):
+        out = self.model(batch.tokens, batch.lengths)
+        o = self.s.objective
+        return elbo_loss(out.rec, out.kl, beta, o.free_bits, o.free_bits_mode), out
+
+    def _inner_batch(self, i: int):
+        """A random batch of the current epoch for the aggressive inner loop, drawn from
+        (seed, step, i) alone so that a resumed run draws the same ones."""
+        g = torch.Generator().manual_seed(self.s.seed * 1_000_003 + self.state.step * 1_009 + i)
+        index = self.plan[int(torch.randint(len(self.plan), (1,), generator=g))]
+        return collate(self.corpus["train"], index).to(self.device)
 
     def train_step(self, batch) -> dict:
         beta = self.beta()
+        m = self.s.model
+        self.model.word_dropout_rate = word_dropout_rate(self.state.step, m.word_dropout,
+                                                         m.word_dropout_end, m.word_dropout_steps)
         batch = batch.to(self.device)
-        out = self.model(batch.tokens, batch.lengths)
-        kl = out.kl.sum(-1)
-        loss = elbo_loss(out.rec, kl, beta)
+        aggressive = self.state.aggressive and not self.state.pretraining
+        inner = 0
+        if aggressive:
+            r = self.s.remedy
+            inner = aggressive_encoder_updates(
+                self.model, self.optimizer, self._inner_batch, lambda b: self.loss(b, beta)[0],
+                self.s.optim.clip_norm, r.aggressive_max_inner, r.aggressive_check_every)
+        loss, out = self.loss(batch, beta)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if aggressive:  # the outer step updates the decoder only
+            update_only(self.model, "decoder")
         if self.s.optim.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.optim.clip_norm)
         self.optimizer.step()
         self.state.step += 1
         self.state.batch_in_epoch += 1
-        return {"loss": loss.item(), "rec": out.rec.mean().item(), "kl": kl.mean().item(),
-                "beta": beta, "tokens": batch.num_tokens, "sentences": len(batch)}
+        return {"loss": loss.item(), "rec": out.rec.mean().item(),
+                "kl": out.kl.sum(-1).mean().item(), "beta": beta, "inner_steps": inner,
+                "tokens": batch.num_tokens, "sentences": len(batch)}
 
     def validate(self, logger: MetricsLogger, epoch_end: bool) -> bool:
         """Evaluate on valid, keep the best weights; returns True when training should stop."""
         cfg = dataclasses.replace(self.s.eval, iw_samples=self.s.eval.val_iw_samples, progress=False)
         metrics = evaluate(self.model, self.corpus["valid"], cfg=cfg, full=False)
-        score = metrics["neg_elbo"]
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.state.pretraining:  # the autoencoder's -ELBO is no model-selection score
+            logger.log({f"val/{k}": v for k, v in metrics.items()} | {"val/pretraining": 1},
+                       self.state.step, self.state.epoch)
+            return False
+        if self.state.aggressive and epoch_end:
+            if "mi" in metrics and metrics["mi"] < self.state.best_mi:
+                self.state.aggressive = False
+                log.info("aggressive training off: validation MI stopped rising (%.3f < %.3f)",
+                         metrics["mi"], self.state.best_mi)
+            else:
+                self.state.best_mi = metrics.get("mi", self.state.best_mi)
+        metrics["aggressive"] = int(self.state.aggressive)
+        score = metrics[self.s.train.monitor]
         improved = score < self.state.best
         if improved:
             self.state.best = score
@@ -221,20 +289,21 @@ class Trainer:
                 self.plateau.step(score)
             patience = self.s.train.early_stopping
             stop = patience is not None and self.state.bad_epochs >= patience
-        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         logger.log({f"val/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
         if stop:
-            log.info("early stopping: no better validation -ELBO for %d epochs", self.state.bad_epochs)
+            log.info("early stopping: no better validation %s for %d epochs", self.s.train.monitor,
+                     self.state.bad_epochs)
         return stop
 
     def fit(self, logger: MetricsLogger) -> None:
         t, split = self.s.train, self.corpus["train"]
+        epochs = self.s.remedy.pretrain_epochs + t.epochs  # the AE phase comes first
         done = t.max_steps is not None and self.state.step >= t.max_steps
-        while self.state.epoch < t.epochs and not done:
-            plan = batch_plan(split, t.batch_size, shuffle=True, seed=self.s.seed,
-                              epoch=self.state.epoch, pool=self.s.data.bucket_pool)
+        while self.state.epoch < epochs and not done:
+            self.plan = plan = batch_plan(split, t.batch_size, shuffle=True, seed=self.s.seed,
+                                          epoch=self.state.epoch, pool=self.s.data.bucket_pool)
             bar = tqdm(total=len(plan), initial=self.state.batch_in_epoch, disable=not t.progress,
-                       desc=f"epoch {self.state.epoch + 1}/{t.epochs}", dynamic_ncols=True,
+                       desc=f"epoch {self.state.epoch + 1}/{epochs}", dynamic_ncols=True,
                        leave=False)
             window, started = _Window(), time.perf_counter()
             for batch in iterate(split, plan, start=self.state.batch_in_epoch):
@@ -260,7 +329,21 @@ class Trainer:
                 self.state.batch_in_epoch = 0
             if self.validate(logger, epoch_end):
                 done = True
+            if self.state.pretraining and self.state.epoch >= self.s.remedy.pretrain_epochs:
+                self.end_pretraining()
             self.save("last.pt")
+
+    def end_pretraining(self) -> None:
+        """Li et al. 2019: keep the autoencoder's encoder, start the decoder afresh, train the VAE."""
+        self.save("pretrained.pt")
+        reinitialize_decoder(self.model)
+        self._new_optimizer()
+        self.state.pretraining = False
+        self.state.phase_start = self.state.step
+        self.state.best, self.state.bad_epochs = math.inf, 0
+        self.model.use_mean = not self.s.model.sample_z
+        log.info("encoder pretraining done at step %d: decoder re-initialised, VAE phase starts",
+                 self.state.step)
 
     def test(self, logger: MetricsLogger) -> dict:
         best = self.run_dir / CHECKPOINT_DIR / "best.pt"
@@ -281,7 +364,7 @@ class _Window:
     def add(self, stats: dict) -> None:
         self.steps += 1
         self.tokens += stats["tokens"]
-        for k in ("loss", "rec", "kl"):
+        for k in ("loss", "rec", "kl", "inner_steps"):
             self.sums[k] = self.sums.get(k, 0.0) + stats[k]
         self.beta = stats["beta"]
 
@@ -326,7 +409,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         trainer.fit(logger)
         test = trainer.test(logger)
         results = {
-            "best_val_neg_elbo": trainer.state.best,
+            f"best_val_{settings.train.monitor}": trainer.state.best,
             "test": test,
             "steps": trainer.state.step,
             "epochs": trainer.state.epoch,
@@ -349,7 +432,7 @@ def main(cfg: DictConfig) -> float:
     except VaeTextError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    return results["best_val_neg_elbo"]  # what a sweeper minimises
+    return results[f"best_val_{cfg.train.monitor}"]  # what a sweeper minimises
 
 
 if __name__ == "__main__":
