@@ -43,6 +43,7 @@ def main() -> None:
     split = load_corpus(settings.data)["train"]
     plan = batch_plan(split, settings.train.batch_size, shuffle=True, seed=settings.seed,
                       pool=settings.data.bucket_pool)
+    trainer.plan = plan  # the aggressive inner loop draws its batches from it
     batches = iterate(split, plan)
 
     for _ in range(args.warmup):

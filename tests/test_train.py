@@ -81,6 +81,17 @@ def test_resume_gives_the_same_weights_as_one_run(corpus_dir, tmp_path):
     assert load_checkpoint(tmp_path / "first", "last.pt")["state"]["step"] == n
 
 
+def test_a_finished_run_directory_is_never_overwritten(corpus_dir, tmp_path):
+    from vae_text.errors import ConfigError
+
+    run = tmp_path / "run"
+    train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=2")), run)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=3")), run)
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
 def test_resume_errors(corpus_dir, tmp_path):
     train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=3")), tmp_path / "first")
     with pytest.raises(CheckpointError, match="model.latent_size is 6 in the checkpoint but 5"):

@@ -9,10 +9,12 @@ AU, reconstructions) and the language-model baseline (exact NLL) alike.
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
@@ -31,6 +33,7 @@ ROWS = [  # (key, label, format)
     ("token_accuracy", "token accuracy (z=mu)", ".4f"), ("recon_exact", "exact reconstructions", ".4f"),
     ("recon_bleu", "reconstruction BLEU", ".2f"), ("sentences", "sentences", "d"),
     ("tokens", "tokens (words + <eos>)", "d"), ("seconds", "wall time (s)", ".1f"),
+    ("peak_rss_mb", "peak RSS (MiB)", "d"),
 ]
 
 
@@ -52,11 +55,15 @@ def run(cfg: DictConfig) -> dict:
     model, vocab, train_cfg = load_model(path, pick_device(str(cfg.device)))
     data = train_cfg["data"]
     file = Path(cfg.data_dir or data["dir"]) / data["files"][cfg.split]
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     sentences, _ = read_sentences(file)
     split = encode_split(sentences, vocab)  # the checkpoint's own vocabulary
     log.info("evaluating %s on %s (%d sentences, K=%d)", path, file, len(split), eval_cfg.iw_samples)
     metrics = evaluate(model, split, vocab, eval_cfg)
-    metrics.update(checkpoint=str(path), split=cfg.split, data=str(file))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
+    metrics.update(checkpoint=str(path), split=cfg.split, data=str(file),
+                   peak_rss_mb=round(peak_kib / 1024), threads=torch.get_num_threads())
 
     run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
     out = Path(cfg.output) if cfg.output else run_dir / f"eval_{cfg.split}.json"

@@ -392,6 +392,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT_DIR / "last.pt").exists():  # never overwrite another run's work
+        raise ConfigError(f"{run_dir} already holds a run (checkpoints/last.pt): choose another "
+                          f"hydra.run.dir, or continue it with train.resume={run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if settings.train.num_threads:
         torch.set_num_threads(settings.train.num_threads)

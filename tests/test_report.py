@@ -1,0 +1,32 @@
+import csv
+import json
+
+from conftest import compose_cfg, tiny_overrides
+from vae_text.report import main
+from vae_text.train import train
+
+
+def test_report_tabulates_finished_and_unfinished_runs(corpus_dir, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for beta in (0.5, 1.0):
+        train(compose_cfg(tiny_overrides(corpus_dir, f"objective.kl_weight={beta}",
+                                         "train.max_steps=4", "eval.iw_samples=3")),
+              sweep / f"objective.kl_weight={beta}")
+    broken = sweep / "objective.kl_weight=2.0"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("seed: 0\n")
+    assert main([str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    table = (tmp_path / "rep.md").read_text()
+    assert "not finished" in table and "not finished" in capsys.readouterr().err
+    rows = list(csv.DictReader((tmp_path / "rep.csv").open()))
+    assert [r["run"] for r in rows] == [f"objective.kl_weight={b}" for b in ("0.5", "1.0", "2.0")]
+    for r in rows[:2]:
+        expected = json.loads((sweep / r["run"] / "eval_test.json").read_text())
+        for key in ("rec", "kl", "neg_elbo", "nll_iw", "mi", "au"):
+            assert float(r[key]) == expected[key], key
+    assert rows[2]["rec"] == ""
+
+
+def test_report_bad_directory(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
