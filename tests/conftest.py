@@ -88,3 +88,11 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # An empty selection must fail, never pass quietly as "no tests ran" (pytest's exit code 5).
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line("error: no tests were collected: check the path or -k / -m", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,7 +13,7 @@ from conftest import ROOT, corpus_dir, tiny_overrides  # noqa: F401  (fixture)
 def test_smoke_experiment_on_real_ptb(ptb_dir, ptb_cache, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "vae_text.train", "+experiment=smoke", f"data.dir={ptb_dir}",
-         f"data.cache_dir={ptb_cache}", f"hydra.run.dir={tmp_path}/run"],
+         f"data.cache_dir={ptb_cache}", f"hydra.run.dir={tmp_path}/run", "train.num_threads=1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -178,7 +178,8 @@ class Trainer:
         if "optimizer" not in blob:
             raise CheckpointError(f"train.resume={self.s.train.resume}: this checkpoint holds weights "
                                   f"only; resume from a run's checkpoints/last.pt")
-        saved, now = blob["config"].get("model", {}), asdict(self.s.model)
+        saved = {**asdict(ModelConfig()), **blob["config"].get("model", {})}  # keys added since
+        now = asdict(self.s.model)
         diff = sorted(k for k in now if saved.get(k) != now[k])
         if diff:
             raise CheckpointError(f"train.resume={self.s.train.resume}: model.{diff[0]} is "

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The short-budget comparison of the posterior-collapse remedies on PTB (results/remedies.md):
+# every experiment at the seed sizes for 3 epochs (warm-ups shortened to 2 epochs so beta = 1 in
+# the last one), IW-NLL with K = 50 on test, two runs at a time with one thread each.
+#   bash scripts/short_remedy_runs.sh [out_dir]     # ~1 hour on 2 CPU cores
+set -u
+out=${1:-outputs/remedies}
+common=(train.epochs=3 train.early_stopping=null train.num_threads=1 train.progress=false
+        eval.iw_samples=50 optim.plateau_factor=null)
+warm=objective.schedule.warmup_steps=2630
+
+run() {  # name, overrides...
+  local name=$1; shift
+  [ -f "$out/$name/results.json" ] && return 0
+  python -m vae_text.train "${common[@]}" "$@" hydra.run.dir="$out/$name" > "$out/$name.log" 2>&1 \
+    || echo "run $name failed: see $out/$name.log" >&2
+}
+
+mkdir -p "$out"
+(
+  run plain_vae   +experiment=ptb objective/schedule=constant
+  run annealing   +experiment=ptb $warm
+  run cyclical    +experiment=ptb_cyclical ++objective.schedule.cycle_steps=1315 objective.schedule.cycles=3
+  run free_bits   +experiment=ptb_free_bits $warm
+  run lm          +experiment=ptb_lm
+) &
+(
+  run bn_vae      +experiment=ptb_bn
+  run pretrain_fb +experiment=ptb_pretrain_fb remedy.pretrain_epochs=1 train.epochs=2 objective.schedule.warmup_steps=1315
+  run ae          +experiment=ptb_ae
+  run word_drop   +experiment=ptb model.word_dropout=0.4 $warm
+  run aggressive  +experiment=ptb_aggressive $warm
+) &
+wait
+python -m vae_text.report "$out" --out "$out/report"

@@ -1,0 +1,169 @@
+"""A trained model as a Python object: encode, decode, sample, reconstruct, interpolate.
+
+    from vae_text.pipeline import TextVAEPipeline
+    vae = TextVAEPipeline.load("outputs/2026-11-24/19-00-00")       # run dir, .pt or export folder
+    vae.sample(5, decoding="top_p", seed=0)
+    vae.reconstruct(["the company said it expects to report a loss"])
+    vae.interpolate("the stock fell", "the bank raised its rates", steps=5, method="slerp")
+    vae.export("exports/ptb_vae")                                     # config.json + safetensors
+    TextVAEPipeline.from_pretrained("exports/ptb_vae")
+
+No Hydra needed. Sentences are whitespace-tokenized: give them as the training data was written
+(PTB: lower case, numbers as N); unknown words become <unk>.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vae_text.checkpoint import load_model
+from vae_text.config import ModelConfig, section
+from vae_text.data import Vocab, collate, encode_split
+from vae_text.errors import CheckpointError
+from vae_text.generate import DecodeConfig, decode
+from vae_text.model import TextVAE
+
+EXPORT_FORMAT = "vae_text-export-v1"
+
+
+class TextVAEPipeline:
+    def __init__(self, model: TextVAE, vocab: Vocab, config: dict):
+        self.model, self.vocab, self.config = model.eval(), vocab, config
+        self.device = next(model.parameters()).device
+
+    # --- loading and sharing --------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> TextVAEPipeline:
+        """From a run directory (its best.pt), a checkpoint file, or an exported folder."""
+        device = _device(device)
+        path = Path(path)
+        if (path / "config.json").is_file() or (path / "model.safetensors").is_file():
+            return cls.from_pretrained(path, device)
+        return cls(*load_model(path, device))
+
+    def export(self, folder: str | Path) -> Path:
+        """A folder to share: config.json (the training config), model.safetensors, vocab.json."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"))
+        (folder / "vocab.json").write_text(json.dumps(self.vocab.itos, ensure_ascii=False))
+        (folder / "config.json").write_text(json.dumps({"format": EXPORT_FORMAT, **self.config},
+                                                       indent=2))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "auto") -> TextVAEPipeline:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder, device = Path(folder), _device(device)
+        for name in ("config.json", "model.safetensors", "vocab.json"):
+            if not (folder / name).is_file():
+                raise CheckpointError(f"{folder}: missing {name}; an export folder holds "
+                                      f"config.json, model.safetensors and vocab.json")
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            vocab = Vocab(json.loads((folder / "vocab.json").read_text()))
+            state = load_file(str(folder / "model.safetensors"), device=str(device))
+        except (json.JSONDecodeError, SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{folder}: unreadable export ({str(err)[:120]}); "
+                                  f"export the model again") from None
+        if config.get("format") != EXPORT_FORMAT:
+            raise CheckpointError(f"{folder}/config.json: not a {EXPORT_FORMAT} folder")
+        model_cfg = {k: v for k, v in config["model"].items()}
+        model = TextVAE(section(ModelConfig, model_cfg, "model"), len(vocab), vocab.pad_id,
+                        vocab.bos_id, vocab.eos_id, vocab.unk_id)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise CheckpointError(f"{folder}: the weights do not match config.json and vocab.json "
+                                  f"({str(err).splitlines()[0][:120]})") from None
+        config = {k: v for k, v in config.items() if k != "format"}
+        return cls(model.to(device), vocab, config)
+
+    # --- the latent space -----------------------------------------------------------------------
+
+    def _batch(self, sentences: list[str]):
+        words = [s.split() for s in sentences]
+        return collate(encode_split(words, self.vocab), torch.arange(len(words))).to(self.device)
+
+    @torch.no_grad()
+    def encode(self, sentences: list[str]) -> tuple[Tensor, Tensor]:
+        """Posterior mean and log-variance (N, Z) of each sentence, in the order given."""
+        self._need_latent()
+        batch = self._batch(sentences)
+        return self.model.encode(batch.tokens, batch.lengths)
+
+    def decode(self, z: Tensor, decoding: str | DecodeConfig = "greedy", seed: int | None = None,
+               **options) -> list[str]:
+        """Sentences from latent codes z (N, Z); `options` go to DecodeConfig (max_len, top_p...)."""
+        cfg = decoding if isinstance(decoding, DecodeConfig) else DecodeConfig(decoding, **options)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        ids = decode(self.model, z.to(self.device), cfg, generator)
+        return [" ".join(self.vocab.decode(s)) for s in ids]
+
+    def sample(self, n: int, decoding: str | DecodeConfig = "greedy", seed: int | None = None,
+               **options) -> list[str]:
+        """n sentences with z drawn from the prior N(0, I) (the LM baseline: from the decoder)."""
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        if not self.model.has_latent:
+            cfg = decoding if isinstance(decoding, DecodeConfig) else DecodeConfig(decoding, **options)
+            ids = decode(self.model, None, cfg, generator, batch_size=n)
+            return [" ".join(self.vocab.decode(s)) for s in ids]
+        z = torch.randn(n, self.model.latent_size, generator=generator)
+        return self.decode(z, decoding, None if seed is None else seed + 1, **options)
+
+    def reconstruct(self, sentences: list[str], from_mean: bool = True,
+                    decoding: str | DecodeConfig = "greedy", seed: int | None = None,
+                    **options) -> list[str]:
+        """Decode each sentence's posterior mean (or a posterior sample)."""
+        mu, logvar = self.encode(sentences)
+        z = mu
+        if not from_mean:
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator).to(mu.device)
+        return self.decode(z, decoding, seed, **options)
+
+    def interpolate(self, a: str, b: str, steps: int = 5, method: str = "linear",
+                    decoding: str | DecodeConfig = "greedy", seed: int | None = None,
+                    **options) -> list[tuple[float, str]]:
+        """Decode `steps` points between the posterior means of a and b (endpoints included)."""
+        mu, _ = self.encode([a, b])
+        ts = torch.linspace(0, 1, steps)
+        z = torch.stack([interpolate(mu[0], mu[1], float(t), method) for t in ts])
+        return list(zip(ts.tolist(), self.decode(z, decoding, seed, **options)))
+
+    def _need_latent(self) -> None:
+        if not self.model.has_latent:
+            raise ValueError("this is a language model (model.kind=lm): it has no latent space")
+
+
+def interpolate(a: Tensor, b: Tensor, t: float, method: str = "linear") -> Tensor:
+    """The point at t in [0, 1] between a and b: straight line, or spherical (slerp)."""
+    if method == "linear":
+        return (1 - t) * a + t * b
+    if method != "slerp":
+        raise ValueError(f"interpolation {method!r} is unknown: linear or slerp")
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if float(omega) < 1e-6:  # (nearly) the same direction: slerp is the straight line
+        return (1 - t) * a + t * b
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def _device(name: str | torch.device) -> torch.device:
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+__all__ = ["TextVAEPipeline", "interpolate"]

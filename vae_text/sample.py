@@ -1,0 +1,58 @@
+"""Sentences from a trained model: prior samples, reconstructions, interpolations.
+
+    python -m vae_text.sample checkpoint=<run dir> n=10 decoding=top_p
+    python -m vae_text.sample checkpoint=<run dir> mode=reconstruct file=my_sentences.txt
+    python -m vae_text.sample checkpoint=<run dir> mode=interpolate 'sentences=["a b","c d"]'
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from vae_text.data import read_sentences
+from vae_text.errors import ConfigError, VaeTextError
+from vae_text.generate import DecodeConfig
+from vae_text.pipeline import TextVAEPipeline
+
+
+def run(cfg: DictConfig) -> list[str]:
+    if cfg.mode not in ("sample", "reconstruct", "interpolate"):
+        raise ConfigError(f"mode={cfg.mode!r} is invalid: sample, reconstruct or interpolate")
+    decoding = DecodeConfig(cfg.decoding, max_len=cfg.max_len, temperature=cfg.temperature,
+                            top_k=cfg.top_k, top_p=cfg.top_p, beam_size=cfg.beam_size,
+                            length_penalty=cfg.length_penalty)
+    vae = TextVAEPipeline.load(cfg.checkpoint, device=str(cfg.device))
+    if cfg.mode == "sample":
+        lines = vae.sample(int(cfg.n), decoding, seed=cfg.seed)
+        return [f"{i + 1:3d}. {s}" for i, s in enumerate(lines)]
+    sentences = list(cfg.sentences)
+    if cfg.file:
+        sentences += [" ".join(words) for words in read_sentences(Path(cfg.file))[0]]
+    if cfg.mode == "reconstruct":
+        if not sentences:
+            raise ConfigError("mode=reconstruct needs sentences=[...] or file=<path>")
+        out = vae.reconstruct(sentences, from_mean=cfg.from_mean, decoding=decoding, seed=cfg.seed)
+        return [f"  {s}\n> {r}" for s, r in zip(sentences, out)]
+    if len(sentences) != 2:
+        raise ConfigError(f"mode=interpolate needs exactly two sentences, got {len(sentences)}")
+    points = vae.interpolate(sentences[0], sentences[1], int(cfg.steps), cfg.interpolation,
+                             decoding, seed=cfg.seed)
+    return [f"{t:.2f}  {s}" for t, s in points]
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    try:
+        lines = run(cfg)
+    except (VaeTextError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
