@@ -34,7 +34,8 @@ def test_filter_logits_top_k_and_top_p():
 def test_degenerate_settings_equal_greedy():
     m, codes = model(), z()
     greedy = greedy_decode(m, codes, max_len=30)
-    assert decode(m, codes, DecodeConfig("beam", beam_size=1, length_penalty=0, max_len=30)) == greedy
+    for alpha in (0.0, 1.0):
+        assert decode(m, codes, DecodeConfig("beam", beam_size=1, length_penalty=alpha, max_len=30)) == greedy
     assert decode(m, codes, DecodeConfig("top_k", top_k=1, max_len=30),
                   torch.Generator().manual_seed(0)) == greedy
     assert decode(m, codes, DecodeConfig("sample", temperature=0, max_len=30)) == greedy

@@ -110,7 +110,8 @@ def _stepwise(model, z, cfg, generator, batch_size):
 
 
 def _beam(model, z, cfg, batch_size):
-    """Beam search, all sentences' beams in one batch (B * beam rows)."""
+    """Beam search, all sentences' beams in one batch (B * beam rows); the finished hypothesis
+    with the best length-normalised log-probability wins."""
     batch, device = _start(model, z, batch_size)
     k = cfg.beam_size
     zz = z.repeat_interleave(k, 0) if z is not None else None  # (B*k, Z)
@@ -119,6 +120,7 @@ def _beam(model, z, cfg, batch_size):
     scores[:, 1:] = float("-inf")  # all beams start identical: keep one
     history = torch.zeros(batch, k, 0, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    done = [False] * batch
     state = None
     for t in range(cfg.max_len):
         h, state = model.decoder.hidden_states(inputs, zz, state)
@@ -131,6 +133,8 @@ def _beam(model, z, cfg, batch_size):
         new_beam = torch.zeros(batch, k, dtype=torch.long, device=device)
         new_token = torch.zeros(batch, k, dtype=torch.long, device=device)
         for b in range(batch):
+            if done[b]:  # this sentence is settled: its rows idle until all are
+                continue
             kept = 0
             for j in range(2 * k):
                 score = float(top[b, j])
@@ -148,10 +152,15 @@ def _beam(model, z, cfg, batch_size):
                              new_token[:, :, None]], dim=2)
         scores = new_scores
         inputs = new_token.view(-1, 1)
+        # A sentence is done when it has k finished hypotheses and none of its open beams, at
+        # its current length, beats the best of them (Hugging Face's heuristic; with beam 1
+        # this is exactly greedy decoding, whatever the length penalty).
         best_open = scores.max(-1).values
-        if all(len(finished[b]) >= k and max(s for s, _ in finished[b]) >=
-               _normalised(float(best_open[b]), cfg.max_len, cfg.length_penalty)
-               for b in range(batch)):
+        for b in range(batch):
+            if len(finished[b]) >= k and not done[b]:
+                done[b] = max(f for f, _ in finished[b]) >= _normalised(
+                    float(best_open[b]), t + 1, cfg.length_penalty)
+        if all(done):
             break
     out = []
     for b in range(batch):
