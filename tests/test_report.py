@@ -25,6 +25,13 @@ def test_report_tabulates_finished_and_unfinished_runs(corpus_dir, tmp_path, cap
         for key in ("rec", "kl", "neg_elbo", "nll_iw", "mi", "au"):
             assert float(r[key]) == expected[key], key
     assert rows[2]["rec"] == ""
+    assert [r["beta"] for r in rows] == ["0.5", "1.0", ""]
+    for name in ("rep_rate_distortion.png", "rep_curves.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        import matplotlib.image
+
+        assert matplotlib.image.imread(tmp_path / name).shape[2] in (3, 4)
 
 
 def test_report_bad_directory(tmp_path, capsys):

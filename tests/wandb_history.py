@@ -42,3 +42,13 @@ def read(run_dir: Path) -> list[dict]:
             rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item})
     return rows
+
+
+def run_info(run_dir: Path) -> dict:
+    """Name, group and tags of the offline wandb run under `run_dir`."""
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    for record in records(path):
+        if record.WhichOneof("record_type") == "run":
+            return {"name": record.run.display_name, "group": record.run.run_group,
+                    "tags": list(record.run.tags)}
+    raise AssertionError(f"{path}: no run record")

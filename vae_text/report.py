@@ -5,7 +5,10 @@
 
 A run is a directory holding `config.yaml`; its numbers come from `eval_test.json` (the evaluation
 suite) and `results.json`. Runs without them are listed as running or failed, not dropped.
-Writes `<out>.md` and `<out>.csv` (default: `report.md` / `report.csv` in the first directory).
+Writes `<out>.md` and `<out>.csv` (default: `report.md` / `report.csv` in the first directory),
+and two figures: `<out>_rate_distortion.png` (KL against reconstruction, one point per run, labelled
+with its beta, with beta = 1 ELBO iso-lines) and `<out>_curves.png` (train rec, KL and beta against
+step, one line per run).
 """
 
 from __future__ import annotations
@@ -43,9 +46,19 @@ def overrides_of(run: Path) -> str:
     return " ".join(o for o in lines if not o.startswith(("data.dir", "data.cache_dir", "hydra.")))
 
 
+def kl_weight_of(run: Path) -> float | None:
+    import yaml
+
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        return float(config["objective"]["kl_weight"])
+    except (KeyError, TypeError, ValueError, OSError, yaml.YAMLError):
+        return None
+
+
 def row_of(run: Path, root: Path) -> dict:
     row = {"run": str(run.relative_to(root)) if run != root and root in run.parents else run.name,
-           "overrides": overrides_of(run)}
+           "overrides": overrides_of(run), "path": run, "beta": kl_weight_of(run)}
     results, test = run / "results.json", run / "eval_test.json"
     if results.is_file() and test.is_file():
         res = json.loads(results.read_text())
@@ -70,6 +83,71 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def history(run: Path, keys=("train/rec", "train/kl", "train/beta")) -> dict[str, list]:
+    """Steps and values of the train metrics of a run, read from its metrics.jsonl."""
+    out = {k: ([], []) for k in keys}
+    path = run / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        record = json.loads(line)
+        for k in keys:
+            if k in record:
+                out[k][0].append(record["step"])
+                out[k][1].append(record[k])
+    return out
+
+
+def plot_rate_distortion(rows: list[dict], path: Path) -> None:
+    """KL (rate) against rec (distortion) per finished run, with beta = 1 ELBO iso-lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["status"] == "done"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if done:
+        kl = [r["kl"] for r in done]
+        rec = [r["rec"] for r in done]
+        ax.scatter(kl, rec, color="tab:blue", zorder=3)
+        for r in done:
+            label = f"β={r['beta']:g}" if r["beta"] is not None else r["run"]
+            ax.annotate(label, (r["kl"], r["rec"]), textcoords="offset points", xytext=(5, 4))
+        lo, hi = min(kl + [0.0]), max(kl) * 1.1 + 1.0
+        xs = [lo, hi]
+        best = min(a + b for a, b in zip(kl, rec))
+        for offset in (0.0, 2.0, 5.0, 10.0):  # lines of equal -ELBO (beta = 1): rec = c - KL
+            c = best + offset
+            ax.plot(xs, [c - x for x in xs], ls="--", lw=0.8, color="grey")
+            ax.annotate(f"-ELBO={c:.1f}", (xs[0], c - xs[0]), fontsize=7, color="grey")
+        ax.set_ylim(min(rec) - 2.0, max(rec) + 2.0)
+    ax.set(xlabel="rate: KL (nats / sentence)", ylabel="distortion: rec (nats / sentence)",
+           title="rate-distortion (test set)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("train/rec", "train/kl", "train/beta")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for r in rows:
+        curves = history(r["path"], keys)
+        label = f"β={r['beta']:g}" if r["beta"] is not None else r["run"]
+        for ax, k in zip(axes, keys):
+            ax.plot(*curves[k], label=label, lw=1)
+    for ax, k in zip(axes, keys):
+        ax.set(title=k, xlabel="step")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tabulate vae_text runs (markdown + CSV).")
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
@@ -90,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text(table + "\n")
     keys = [k for k, _, _ in COLUMNS if any(k in r for r in rows)]
     with out.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=keys + ["beta"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    plot_rate_distortion(rows, out.parent / f"{out.name}_rate_distortion.png")
+    plot_curves(rows, out.parent / f"{out.name}_curves.png")
     print(table)
+    print(f"wrote {out}.md, {out}.csv, {out}_rate_distortion.png, {out}_curves.png")
     for r in rows:
         if r["status"] != "done":
             print(f"note: {r['run']} is {r['status']}: running, stopped or failed", file=sys.stderr)

@@ -376,6 +376,21 @@ class _Window:
         return out
 
 
+def _named(cfg: LoggerConfig) -> LoggerConfig:
+    """Under Hydra, default the wandb run name to the job's overrides and, in a sweep, the group
+    to the sweep: every job of `-m` lands in one group, each named after what it changed."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return cfg
+    hc = HydraConfig.get()
+    sweep = hc.mode is not None and hc.mode.name == "MULTIRUN"
+    return dataclasses.replace(
+        cfg, run_name=cfg.run_name or hc.job.override_dirname or Path(hc.runtime.output_dir).name,
+        group=cfg.group or (f"{Path(hc.sweep.dir).parent.name}/{Path(hc.sweep.dir).name}"
+                            if sweep else None))
+
+
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -407,7 +422,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     log.info("run dir %s | device %s | %d parameters | vocab %d | train %d sentences",
              run_dir, trainer.device, n_params, len(trainer.corpus.vocab), len(trainer.corpus["train"]))
 
-    logger = MetricsLogger(run_dir, settings.logger, OmegaConf.to_container(cfg, resolve=True))
+    logger = MetricsLogger(run_dir, _named(settings.logger), OmegaConf.to_container(cfg, resolve=True))
     failed = True
     try:
         trainer.fit(logger)

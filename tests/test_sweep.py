@@ -1,0 +1,54 @@
+"""A real sweep: Hydra multirun with the joblib launcher, then the report over its jobs."""
+
+import csv
+import json
+import subprocess
+import sys
+
+from conftest import ROOT, compose_cfg, tiny_overrides
+from vae_text.report import main as report
+
+
+def test_joblib_sweep_and_its_report(corpus_dir, tmp_path, monkeypatch):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vae_text.train", "-m", *tiny_overrides(corpus_dir, "train.max_steps=8",
+                                                                       "eval.iw_samples=3"),
+         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "objective.kl_weight=0.25,1.0",
+         "logger=wandb", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                     "WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "config.yaml").is_file())
+    assert len(jobs) == 2
+    assert report([str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    rows = {r["beta"]: r for r in csv.DictReader((tmp_path / "rep.csv").open())}
+    assert set(rows) == {"0.25", "1.0"}
+    for job in jobs:
+        expected = json.loads((job / "eval_test.json").read_text())
+        row = next(r for r in rows.values() if r["run"] == job.name)
+        assert float(row["neg_elbo"]) == expected["neg_elbo"]
+        assert float(row["nll_iw"]) == expected["nll_iw"]
+        # each job's wandb run: grouped by the sweep, named after its overrides
+        import wandb_history
+
+        assert any("val/neg_elbo" in h for h in wandb_history.read(job))
+        info = wandb_history.run_info(job)
+        assert info["name"] == job.name and info["group"] == f"{tmp_path.name}/sweep"
+    assert (tmp_path / "rep_rate_distortion.png").stat().st_size > 5000
+
+
+def test_kl_sweep_experiment_and_slurm_launcher_compose():
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("train", overrides=["+experiment=ptb_kl_sweep", "hydra/launcher=slurm"],
+                      return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.hydra.sweeper.params["objective.kl_weight"] == "0,0.1,0.25,0.5,0.75,1.0"
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.timeout_min) == (1, 8, 240)
+    assert compose_cfg(["+experiment=ptb_kl_sweep"]).model.latent_size == 32
