@@ -21,7 +21,8 @@ def test_joblib_sweep_and_its_report(corpus_dir, tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "config.yaml").is_file())
     assert len(jobs) == 2
-    assert report([str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert report([str(sweep), "--out", str(tmp_path / "rep"), "--wandb"]) == 0
     rows = {r["beta"]: r for r in csv.DictReader((tmp_path / "rep.csv").open())}
     assert set(rows) == {"0.25", "1.0"}
     for job in jobs:
@@ -36,6 +37,10 @@ def test_joblib_sweep_and_its_report(corpus_dir, tmp_path, monkeypatch):
         info = wandb_history.run_info(job)
         assert info["name"] == job.name and info["group"] == f"{tmp_path.name}/sweep"
     assert (tmp_path / "rep_rate_distortion.png").stat().st_size > 5000
+    # the report's own wandb run holds both figures as images
+    (report_run,) = sweep.glob("wandb/offline-run-*")
+    images = list(report_run.glob("files/media/images/report/*.png"))
+    assert len(images) == 2
 
 
 def test_kl_sweep_experiment_and_slurm_launcher_compose():

@@ -34,7 +34,8 @@ def find_runs(roots: list[Path]) -> list[Path]:
         if (root / "config.yaml").is_file():
             runs.append(root)
         else:
-            runs.extend(sorted(p.parent for p in root.rglob("config.yaml") if ".hydra" not in p.parts))
+            runs.extend(sorted(p.parent for p in root.rglob("config.yaml")
+                               if not {".hydra", "wandb", ".submitit"} & set(p.relative_to(root).parts)))
     return runs
 
 
@@ -148,10 +149,30 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def log_to_wandb(rows: list[dict], figures: dict[str, Path], sweep: Path, project: str,
+                 mode: str) -> None:
+    """One wandb run named "report" in the sweep's group: the table and the figures as images."""
+    import wandb
+
+    keys = [k for k, _, _ in COLUMNS if any(k in r for r in rows)]
+    run = wandb.init(project=project, group=f"{sweep.parent.name}/{sweep.name}", name="report",
+                     job_type="report", mode=mode, dir=str(sweep))
+    try:
+        table = wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows])
+        run.log({"report/table": table,
+                 **{f"report/{name}": wandb.Image(str(path)) for name, path in figures.items()}})
+    finally:
+        run.finish()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tabulate vae_text runs (markdown + CSV).")
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--out", type=Path, help="output path without suffix")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table and figures to a wandb run (group: the sweep)")
+    parser.add_argument("--wandb-project", default="vae_text")
+    parser.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"])
     args = parser.parse_args(argv)
     missing = [d for d in args.dirs if not d.is_dir()]
     if missing:
@@ -171,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(f, fieldnames=keys + ["beta"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plot_rate_distortion(rows, out.parent / f"{out.name}_rate_distortion.png")
-    plot_curves(rows, out.parent / f"{out.name}_curves.png")
+    figures = {"rate_distortion": out.parent / f"{out.name}_rate_distortion.png",
+               "curves": out.parent / f"{out.name}_curves.png"}
+    plot_rate_distortion(rows, figures["rate_distortion"])
+    plot_curves(rows, figures["curves"])
+    if args.wandb:
+        log_to_wandb(rows, figures, args.dirs[0], args.wandb_project, args.wandb_mode)
     print(table)
     print(f"wrote {out}.md, {out}.csv, {out}_rate_distortion.png, {out}_curves.png")
     for r in rows:
