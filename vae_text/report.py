@@ -105,24 +105,29 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["status"] == "done"]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if done:
         kl = [r["kl"] for r in done]
         rec = [r["rec"] for r in done]
+        betas = [r["beta"] for r in done]
+        by_beta = None not in betas and len(set(betas)) == len(betas)  # a beta sweep
         ax.scatter(kl, rec, color="tab:blue", zorder=3)
         for r in done:
-            label = f"β={r['beta']:g}" if r["beta"] is not None else r["run"]
-            ax.annotate(label, (r["kl"], r["rec"]), textcoords="offset points", xytext=(5, 4))
-        lo, hi = min(kl + [0.0]), max(kl) * 1.1 + 1.0
-        xs = [lo, hi]
+            label = f"β={r['beta']:g}" if by_beta else r["run"]
+            ax.annotate(label, (r["kl"], r["rec"]), textcoords="offset points", xytext=(5, 4),
+                        fontsize=8)
+        x_lo, x_hi = min(kl + [0.0]) - 0.5, max(kl) * 1.15 + 1.0
+        y_lo, y_hi = min(rec) - 2.0, max(rec) + 2.0
         best = min(a + b for a, b in zip(kl, rec))
-        for offset in (0.0, 2.0, 5.0, 10.0):  # lines of equal -ELBO (beta = 1): rec = c - KL
+        for offset in (0.0, 2.0, 5.0, 10.0, 20.0):  # equal -ELBO (beta = 1): rec = c - KL
             c = best + offset
-            ax.plot(xs, [c - x for x in xs], ls="--", lw=0.8, color="grey")
-            ax.annotate(f"-ELBO={c:.1f}", (xs[0], c - xs[0]), fontsize=7, color="grey")
-        ax.set_ylim(min(rec) - 2.0, max(rec) + 2.0)
+            ax.plot([x_lo, x_hi], [c - x_lo, c - x_hi], ls="--", lw=0.8, color="grey", zorder=1)
+        ax.text(0.99, 0.98, f"dashed: β = 1 −ELBO = {best:.1f} (best run) + 0, 2, 5, 10, 20 nats",
+                transform=ax.transAxes, ha="right", va="top", fontsize=7, color="grey")
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
     ax.set(xlabel="rate: KL (nats / sentence)", ylabel="distortion: rec (nats / sentence)",
-           title="rate-distortion (test set)")
+           title="rate-distortion on the test set")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -136,13 +141,16 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
     keys = ("train/rec", "train/kl", "train/beta")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    betas = [r["beta"] for r in rows]
+    by_beta = None not in betas and len(set(betas)) == len(betas)
     for r in rows:
         curves = history(r["path"], keys)
-        label = f"β={r['beta']:g}" if r["beta"] is not None else r["run"]
+        label = f"β={r['beta']:g}" if by_beta else r["run"]
         for ax, k in zip(axes, keys):
             ax.plot(*curves[k], label=label, lw=1)
     for ax, k in zip(axes, keys):
         ax.set(title=k, xlabel="step")
+    axes[1].set_yscale("symlog", linthresh=1.0)  # an autoencoder phase's KL dwarfs the rest
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
