@@ -13,7 +13,9 @@ warm=objective.schedule.warmup_steps=2630
 run() {  # name, overrides...
   local name=$1; shift
   [ -f "$out/$name/results.json" ] && return 0
-  python -m vae_text.train "${common[@]}" "$@" hydra.run.dir="$out/$name" > "$out/$name.log" 2>&1 \
+  local resume=()  # an interrupted run continues where it stopped
+  [ -f "$out/$name/checkpoints/last.pt" ] && resume=(train.resume="$out/$name")
+  python -m vae_text.train "${common[@]}" "$@" "${resume[@]}" hydra.run.dir="$out/$name" >> "$out/$name.log" 2>&1 \
     || echo "run $name failed: see $out/$name.log" >&2
 }
 

@@ -92,6 +92,20 @@ def test_a_finished_run_directory_is_never_overwritten(corpus_dir, tmp_path):
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_an_interrupted_run_continues_in_its_own_directory(corpus_dir, tmp_path):
+    n = 26
+    train(compose_cfg(resume_overrides(corpus_dir, f"train.max_steps={2 * n}")), tmp_path / "one")
+    run = tmp_path / "run"
+    train(compose_cfg(resume_overrides(corpus_dir, f"train.max_steps={n}")), run)
+    lines = len((run / "metrics.jsonl").read_text().splitlines())
+    train(compose_cfg(resume_overrides(corpus_dir, f"train.max_steps={2 * n}", f"train.resume={run}")), run)
+    one, two = load_checkpoint(tmp_path / "one", "last.pt"), load_checkpoint(run, "last.pt")
+    assert one["state"] == two["state"]
+    for key, value in one["model"].items():
+        assert torch.equal(value, two["model"][key]), key
+    assert len((run / "metrics.jsonl").read_text().splitlines()) > lines  # appended, not replaced
+
+
 def test_resume_errors(corpus_dir, tmp_path):
     train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=3")), tmp_path / "first")
     with pytest.raises(CheckpointError, match="model.latent_size is 6 in the checkpoint but 5"):

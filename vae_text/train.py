@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from vae_text.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from vae_text.checkpoint import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
 from vae_text.config import (
     ModelConfig,
     ObjectiveConfig,
@@ -408,7 +408,10 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
-    if (run_dir / CHECKPOINT_DIR / "last.pt").exists():  # never overwrite another run's work
+    last = run_dir / CHECKPOINT_DIR / "last.pt"
+    resuming_here = (settings.train.resume is not None and last.exists()
+                     and resolve_checkpoint(settings.train.resume, "last.pt").resolve() == last.resolve())
+    if last.exists() and not resuming_here:  # never overwrite another run's work
         raise ConfigError(f"{run_dir} already holds a run (checkpoints/last.pt): choose another "
                           f"hydra.run.dir, or continue it with train.resume={run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
