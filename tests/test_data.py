@@ -20,6 +20,7 @@ from vae_text.data import (
     read_sentences,
 )
 from vae_text.errors import DataError
+from vae_text.tokenizer import TokenizerConfig
 
 
 def config(directory: Path, **kw) -> DataConfig:
@@ -52,7 +53,7 @@ def test_non_utf8_error_names_file_and_line(tmp_path):
 def test_empty_file_is_an_error(tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("\n \n")
-    with pytest.raises(DataError, match="empty.txt: the file holds no sentences"):
+    with pytest.raises(DataError, match="empty.txt: holds no sentences"):
         read_sentences(path)
 
 
@@ -86,7 +87,7 @@ def test_corpus_ids_match_text_and_cache_is_reused(corpus_dir, monkeypatch):
     corpus = load_corpus(config(corpus_dir))
     train = make_sentences(120, 0)
     assert len(corpus["train"]) == 120
-    assert corpus.vocab.decode(corpus["train"].sentence(5)) == train[5].split()
+    assert corpus.tokenizer.decode(corpus["train"].sentence(5)) == train[5].split()
     assert corpus["train"].num_tokens == sum(len(s.split()) + 1 for s in train)
     assert len(list((corpus_dir / "cache").glob("*.pt"))) == 1
 
@@ -95,7 +96,7 @@ def test_corpus_ids_match_text_and_cache_is_reused(corpus_dir, monkeypatch):
 
     monkeypatch.setattr("vae_text.data.read_sentences", fail)
     again = load_corpus(config(corpus_dir))
-    assert again.vocab.itos == corpus.vocab.itos
+    assert again.tokenizer.itos == corpus.tokenizer.itos
     assert torch.equal(again["test"].ids, corpus["test"].ids)
     # a changed file changes the key: the cache is not trusted
     (corpus_dir / "ptb.test.txt").write_text(" the cat \n")
@@ -114,7 +115,7 @@ def test_max_sentences_keeps_the_full_vocabulary(corpus_dir):
     full = load_corpus(config(corpus_dir))
     head = load_corpus(config(corpus_dir, max_sentences=9))
     assert [len(head[s]) for s in ("train", "valid", "test")] == [9, 9, 9]
-    assert head.vocab.itos == full.vocab.itos
+    assert head.tokenizer.itos == full.tokenizer.itos
     assert torch.equal(head["train"].ids, full["train"].ids[: head["train"].num_tokens])
 
 
@@ -152,13 +153,13 @@ def test_collate_pads_with_pad_and_keeps_eos():
 
 def test_tiny_corpus_vocabulary_size(corpus_dir):
     # the sizes in conftest.TINY assume 24 entries (4 specials + 20 words)
-    assert len(load_corpus(config(corpus_dir)).vocab) == 24
+    assert len(load_corpus(config(corpus_dir)).tokenizer) == 24
 
 
 @pytest.mark.slow
 def test_ptb_vocabulary_and_token_counts(ptb_dir, ptb_cache):
     corpus = load_corpus(DataConfig(dir=str(ptb_dir), cache_dir=str(ptb_cache)))
-    vocab = corpus.vocab
+    vocab = corpus.tokenizer
     assert len(vocab) == 10_002  # the 10,000 PTB types (<unk> and <eos> included) + <pad>, <bos>
     assert vocab.itos.count(UNK) == 1 and "<unk>" in vocab.stoi
     assert [len(corpus[s]) for s in ("train", "valid", "test")] == [42_068, 3_370, 3_761]
@@ -171,3 +172,97 @@ def test_ptb_vocabulary_and_token_counts(ptb_dir, ptb_cache):
 def test_write_corpus_helper_is_deterministic(tmp_path):
     a, b = write_corpus(tmp_path / "a"), write_corpus(tmp_path / "b")
     assert (a / "ptb.train.txt").read_text() == (b / "ptb.train.txt").read_text()
+
+
+# --- any corpus: text folders, `datasets`, sentencepiece, max_len --------------------------------
+
+
+def text_folder(tmp_path: Path) -> Path:
+    folder = write_corpus(tmp_path / "text", prefix="")
+    with (folder / "train.txt").open("a") as f:
+        f.write("\n  \nthe <unk> chases the zebra\n")  # empty lines and a literal <unk>
+    return folder
+
+
+def hf_config(folder: Path, **kw) -> DataConfig:
+    files = {s: str(folder / f"{s}.txt") for s in ("train", "valid", "test")}
+    return DataConfig(source="hf", name="text", data_files=files, splits={s: s for s in files},
+                      cache_dir=str(folder / "hf_cache"), **kw)
+
+
+@pytest.mark.parametrize("tokenizer", [TokenizerConfig(), TokenizerConfig(kind="sentencepiece", vocab_size=40)])
+def test_text_folder_and_datasets_give_identical_batches(tmp_path, tokenizer):
+    folder = text_folder(tmp_path)
+    files = load_corpus(DataConfig(name="text", dir=str(folder), hub=None, cache_dir=str(folder / "cache"),
+                                   files={s: f"{s}.txt" for s in ("train", "valid", "test")}), tokenizer)
+    hf = load_corpus(hf_config(folder), tokenizer)
+    assert files.tokenizer.itos == hf.tokenizer.itos
+    assert files["train"].empty_lines == hf["train"].empty_lines == 2
+    for split in ("train", "valid", "test"):
+        a, b = files[split], hf[split]
+        assert torch.equal(a.words, b.words)
+        for x, y in zip(iterate(a, batch_plan(a, 7, True, seed=3)), iterate(b, batch_plan(b, 7, True, seed=3))):
+            assert torch.equal(x.tokens, y.tokens) and torch.equal(x.index, y.index)
+
+
+def test_words_count_the_ppl_unit_whatever_the_tokenizer(tmp_path):
+    folder = text_folder(tmp_path)
+    train_words = sum(len(line.split()) + 1 for line in (folder / "train.txt").read_text().splitlines()
+                      if line.split())
+    word = load_corpus(hf_config(folder))
+    sub = load_corpus(hf_config(folder), TokenizerConfig(kind="sentencepiece", vocab_size=40))
+    assert word["train"].num_words == word["train"].num_tokens == train_words
+    assert sub["train"].num_words == train_words < sub["train"].num_tokens
+
+
+def test_sentencepiece_model_is_trained_once_and_cached_by_its_settings(tmp_path, monkeypatch):
+    folder = text_folder(tmp_path)
+    cfg = hf_config(folder)
+    sp40 = TokenizerConfig(kind="sentencepiece", vocab_size=40)
+    first = load_corpus(cfg, sp40)
+    models = list(Path(cfg.cache_dir).glob("*.model"))
+    assert len(models) == 1 and models[0].read_bytes() == first.tokenizer.proto
+    for cache in Path(cfg.cache_dir).glob("*.pt"):
+        cache.unlink()  # ids gone: re-tokenized with the cached model, not a new one
+
+    def no_training(*_):
+        raise AssertionError("sentencepiece trained again")
+
+    monkeypatch.setattr("vae_text.tokenizer.SentencePieceTokenizer.train", no_training)
+    assert load_corpus(cfg, sp40).tokenizer.proto == first.tokenizer.proto
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: another model
+        load_corpus(cfg, TokenizerConfig(kind="sentencepiece", vocab_size=41))
+
+
+def test_datasets_source_errors(tmp_path):
+    folder = text_folder(tmp_path)
+    with pytest.raises(DataError, match=r"data.column='sentence': text split 'train' has no such column"):
+        load_corpus(hf_config(folder, column="sentence"))
+    cfg = hf_config(folder)
+    cfg.splits = {"train": "train", "valid": "validation", "test": "test"}
+    with pytest.raises(DataError, match=r"data.splits.valid='validation': text has no such split"):
+        load_corpus(cfg)
+    (folder / "valid.txt").write_text("\n\n")
+    with pytest.raises(DataError, match=r"text\[valid\]\[text\]: holds no sentences"):
+        load_corpus(hf_config(folder))
+    (folder / "valid.txt").write_bytes(b"the cat \xff\n")
+    with pytest.raises(DataError, match="data.name=text: loading it with `datasets` failed.*UnicodeDecodeError"):
+        load_corpus(hf_config(folder))
+    with pytest.raises(DataError, match="data.name=no-such/dataset-here"):
+        load_corpus(DataConfig(source="hf", name="no-such/dataset-here", cache_dir=str(tmp_path / "c")))
+
+
+def test_max_len_drops_or_truncates_training_sentences_only(corpus_dir, caplog):
+    full = load_corpus(config(corpus_dir))
+    n_long = int((full["train"].lengths > 8).sum())
+    assert 0 < n_long < len(full["train"])
+    with caplog.at_level("INFO"):
+        dropped = load_corpus(config(corpus_dir, max_len=8))
+    assert f"dropped {n_long} sentences longer than data.max_len=8" in caplog.text
+    assert len(dropped["train"]) == len(full["train"]) - n_long and dropped["train"].lengths.max() <= 8
+    cut = load_corpus(config(corpus_dir, max_len=8, long="truncate"))
+    assert len(cut["train"]) == len(full["train"]) and cut["train"].lengths.max() == 8
+    i = int(torch.nonzero(full["train"].lengths > 8)[0])
+    assert cut["train"].sentence(i) == full["train"].sentence(i)[:7] + [full.tokenizer.eos_id]
+    for split in ("valid", "test"):  # evaluation never loses a sentence
+        assert torch.equal(cut[split].ids, full[split].ids) and torch.equal(dropped[split].ids, full[split].ids)

@@ -169,8 +169,8 @@ def test_ptb_test_counts_and_ppl_denominator(ptb_dir, ptb_cache):
     corpus = load_corpus(DataConfig(dir=str(ptb_dir), cache_dir=str(ptb_cache)))
     torch.manual_seed(0)
     model = TextVAE(ModelConfig(embed_size=8, encoder_hidden=12, latent_size=3, decoder_hidden=10),
-                    len(corpus.vocab)).eval()
-    m = evaluate(model, corpus["test"], corpus.vocab,
+                    len(corpus.tokenizer)).eval()
+    m = evaluate(model, corpus["test"], corpus.tokenizer,
                  EvalConfig(iw_samples=0, reconstruct=False, batch_size=512, progress=False),
                  full=False)
     assert (m["sentences"], m["tokens"]) == (3761, 82430)

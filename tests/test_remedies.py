@@ -148,5 +148,7 @@ def test_every_experiment_runs_a_few_steps_on_a_tiny_corpus(name, corpus_dir, tm
     overrides = [f"+experiment={name}", f"data.dir={corpus_dir}", f"data.cache_dir={tmp_path}/c",
                  "data.hub=null", "data.max_sentences=21", "train.batch_size=7", "train.epochs=1",
                  "train.progress=false", "train.num_threads=1", "eval.iw_samples=3"]
+    if compose_cfg(overrides).tokenizer.kind == "sentencepiece":  # the toy corpus has ~40 characters
+        overrides.append("tokenizer.vocab_size=30")
     results = train(compose_cfg(overrides), tmp_path / "run")
     assert results["steps"] >= 3 and (tmp_path / "run" / "eval_test.json").is_file()

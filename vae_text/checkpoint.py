@@ -59,19 +59,19 @@ def load_checkpoint(path: str | Path, name: str = "best.pt",
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", name: str = "best.pt"):
-    """(model, vocab, config) from a run directory or checkpoint file, in eval mode, no Hydra."""
+    """(model, tokenizer, config) from a run directory or checkpoint file, in eval mode, no Hydra."""
     from vae_text.config import ModelConfig, section
-    from vae_text.data import Vocab
     from vae_text.model import TextVAE
+    from vae_text.tokenizer import tokenizer_from_state
 
     path = resolve_checkpoint(path, name)
-    blob = load_checkpoint(path, map_location=device)
-    vocab = Vocab(blob["vocab"])
-    model = TextVAE(section(ModelConfig, blob["config"]["model"], "model"), len(vocab),
-                    vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
+    blob = load_checkpoint(path, map_location="cpu")
+    tok = tokenizer_from_state(blob["vocab"], blob.get("tokenizer"), str(path))
+    model = TextVAE(section(ModelConfig, blob["config"]["model"], "model"), len(tok),
+                    tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id)
     try:
         model.load_state_dict(blob["model"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: its weights do not fit its own model config "
                               f"({str(err).splitlines()[0][:120]})") from None
-    return model.to(device).eval(), vocab, blob["config"]
+    return model.to(device).eval(), tok, blob["config"]

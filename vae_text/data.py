@@ -1,13 +1,14 @@
-"""Corpora: read sentence-per-line text, build the vocabulary, cache token ids, make batches.
+"""Corpora: read sentence-per-line text, tokenize it, cache the ids, make batches.
 
-Data flows one way: files -> `Corpus` (vocabulary + token ids per split, cached on disk) ->
-length-grouped `Batch`es. A sentence is stored as its words followed by one <eos>; the decoder's
-<bos> input is added by the model and never scored.
+Data flows one way: text (files in a folder, or a Hugging Face `datasets` dataset) -> `Corpus`
+(tokenizer + ids per split, cached on disk) -> length-grouped `Batch`es. A sentence is stored as its
+tokens followed by one <eos>; the decoder's <bos> input is added by the model and never scored.
+Each split also keeps its sentences' word counts: perplexity is per word (+ <eos>) whatever the
+tokenizer, so subword and word models are compared on one scale (REFERENCE.md section 2).
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import logging
 import os
@@ -18,13 +19,26 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vae_text.errors import DataError
+from vae_text.errors import ConfigError, DataError
+from vae_text.tokenizer import (
+    BOS,
+    EOS,
+    PAD,
+    UNK,
+    SentencePieceTokenizer,
+    Tokenizer,
+    TokenizerConfig,
+    Vocab,
+    build_tokenizer,
+    tokenizer_from_state,
+)
+
+__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer"]  # re-exported for callers of data
 
 log = logging.getLogger(__name__)
 
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -40,14 +54,24 @@ class HubConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "ptb"
-    dir: str = "data/ptb"
+    source: str = "files"  # "files": dir/files (data=ptb, data=text); "hf": a `datasets` dataset
+    name: str = "ptb"  # files: a label for the cache; hf: the dataset (hub id, or "text" etc.)
     cache_dir: str = "data/cache"
+    # source=files
+    dir: str = "data/ptb"
     files: dict[str, str] = field(default_factory=lambda: {s: f"ptb.{s}.txt" for s in SPLITS})
-    hub: HubConfig | None = None
-    max_vocab: int | None = None  # keep the most frequent words (specials not counted)
-    min_freq: int = 1
+    hub: HubConfig | None = None  # fetched into `dir` when it is missing
+    # source=hf: load_dataset(name, config, data_dir=, data_files=, revision=)[splits[s]][column]
+    config: str | None = None
+    data_dir: str | None = None
+    data_files: dict[str, str] | None = None
+    revision: str | None = None
+    column: str = "text"
+    splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})
+    # what is used
     max_sentences: int | None = None  # use only the first N sentences of each split (smoke runs)
+    max_len: int | None = None  # training only: longest sentence in tokens (<eos> included)
+    long: str = "drop"  # what training does with longer ones: "drop" or "truncate"
     bucket_pool: int = 100  # sort sentences by length within pools of this many batches
 
     def __post_init__(self) -> None:
@@ -55,55 +79,21 @@ class DataConfig:
 
         if isinstance(self.hub, dict):
             self.hub = HubConfig(**self.hub)
+        if self.source not in ("files", "hf"):
+            raise ConfigError(f"data.source={self.source!r} is invalid: files or hf")
         if set(self.files) != set(SPLITS):
             raise ConfigError(f"data.files must name exactly the splits {list(SPLITS)}")
-        for key in ("max_vocab", "max_sentences"):
+        if set(self.splits) != set(SPLITS):
+            raise ConfigError(f"data.splits must map exactly the splits {list(SPLITS)} to the "
+                              f"dataset's split names")
+        for key in ("max_sentences", "max_len"):
             value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"data.{key}={value!r} is invalid: a positive integer or null")
-        if not isinstance(self.min_freq, int) or self.min_freq < 1:
-            raise ConfigError(f"data.min_freq={self.min_freq!r} is invalid: an integer >= 1")
+            if value is not None and (not isinstance(value, int) or value <= 1):
+                raise ConfigError(f"data.{key}={value!r} is invalid: an integer > 1 or null")
+        if self.long not in ("drop", "truncate"):
+            raise ConfigError(f"data.long={self.long!r} is invalid: drop or truncate")
         if not isinstance(self.bucket_pool, int) or self.bucket_pool < 1:
             raise ConfigError(f"data.bucket_pool={self.bucket_pool!r} is invalid: an integer >= 1")
-
-
-class Vocab:
-    """Word <-> id. Ids 0..3 are <pad>, <bos>, <eos>, <unk>; then words by frequency."""
-
-    def __init__(self, itos: Sequence[str]):
-        if list(itos[:4]) != [PAD, BOS, EOS, UNK]:
-            raise DataError(f"a vocabulary must start with {[PAD, BOS, EOS, UNK]}")
-        self.itos = list(itos)
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
-        self.pad_id, self.bos_id, self.eos_id, self.unk_id = 0, 1, 2, 3
-
-    @classmethod
-    def build(cls, sentences: Sequence[Sequence[str]], max_size: int | None = None,
-              min_freq: int = 1) -> Vocab:
-        counts = collections.Counter(w for s in sentences for w in s)
-        for special in (PAD, BOS, EOS, UNK):
-            counts.pop(special, None)  # the corpus's own <unk> is our <unk>: no second one
-        words = sorted((w for w, c in counts.items() if c >= min_freq),
-                       key=lambda w: (-counts[w], w))
-        return cls([PAD, BOS, EOS, UNK] + words[:max_size])
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def encode(self, words: Sequence[str]) -> list[int]:
-        """Word ids of a sentence, followed by <eos>."""
-        return [self.stoi.get(w, self.unk_id) for w in words] + [self.eos_id]
-
-    def decode(self, ids: Sequence[int]) -> list[str]:
-        """Words up to (not including) the first <eos>; <pad>/<bos> are dropped."""
-        words = []
-        for i in ids:
-            i = int(i)
-            if i == self.eos_id:
-                break
-            if i not in (self.pad_id, self.bos_id):
-                words.append(self.itos[i])
-        return words
 
 
 @dataclass
@@ -112,6 +102,7 @@ class Split:
 
     ids: Tensor  # (total tokens,) int32
     offsets: Tensor  # (sentences + 1,) int64
+    words: Tensor  # (sentences,) int64: words + 1 (<eos>) of each sentence, the PPL unit
     empty_lines: int = 0
 
     @property
@@ -123,20 +114,47 @@ class Split:
 
     @property
     def num_tokens(self) -> int:
-        """Words + one <eos> per sentence: the PPL denominator."""
+        """Tokens the model predicts (<eos> included)."""
         return int(self.offsets[-1])
+
+    @property
+    def num_words(self) -> int:
+        """Words + one <eos> per sentence: the PPL denominator (= num_tokens for words)."""
+        return int(self.words.sum())
 
     def head(self, n: int) -> Split:
         n = min(n, len(self))
-        return Split(self.ids[: int(self.offsets[n])], self.offsets[: n + 1], self.empty_lines)
+        return Split(self.ids[: int(self.offsets[n])], self.offsets[: n + 1], self.words[:n],
+                     self.empty_lines)
 
     def sentence(self, i: int) -> list[int]:
         return self.ids[int(self.offsets[i]): int(self.offsets[i + 1])].tolist()
 
+    def limit(self, max_len: int, mode: str, eos_id: int) -> tuple[Split, int]:
+        """Sentences over `max_len` tokens dropped, or truncated to max_len - 1 tokens + <eos>;
+        returns the new split and how many sentences that touched."""
+        long = self.lengths > max_len
+        n_long = int(long.sum())
+        if not n_long:
+            return self, 0
+        keep = ~long if mode == "drop" else torch.ones_like(long)
+        sentences = [self.sentence(i) for i in torch.nonzero(keep).flatten().tolist()]
+        if mode == "truncate":
+            sentences = [s if len(s) <= max_len else s[: max_len - 1] + [eos_id] for s in sentences]
+        return _from_ids(sentences, self.words[keep], self.empty_lines), n_long
+
+
+def _from_ids(sentences: Sequence[Sequence[int]], words: Tensor, empty: int) -> Split:
+    lengths = torch.tensor([len(s) for s in sentences], dtype=torch.int64)
+    offsets = torch.zeros(len(sentences) + 1, dtype=torch.int64)
+    torch.cumsum(lengths, 0, out=offsets[1:])
+    ids = torch.tensor([i for s in sentences for i in s], dtype=torch.int32)
+    return Split(ids, offsets, words, empty)
+
 
 @dataclass
 class Corpus:
-    vocab: Vocab
+    tokenizer: Tokenizer
     splits: dict[str, Split]
 
     def __getitem__(self, name: str) -> Split:
@@ -146,9 +164,27 @@ class Corpus:
 # --- reading ------------------------------------------------------------------------------------
 
 
+def parse_lines(lines, where: str) -> tuple[list[list[str]], int]:
+    """Whitespace-split sentences, one per line; empty lines are skipped and counted.
+    No sentence at all raises `DataError` naming `where`."""
+    sentences, empty = [], 0
+    for line in lines:
+        words = line.split() if isinstance(line, str) else None
+        if words:
+            sentences.append(words)
+        elif words is None:
+            raise DataError(f"{where}: holds a {type(line).__name__} where a line of text belongs; "
+                            f"choose a text column (data.column)")
+        else:
+            empty += 1
+    if not sentences:
+        raise DataError(f"{where}: holds no sentences; it must have one sentence per line")
+    return sentences, empty
+
+
 def read_sentences(path: Path) -> tuple[list[list[str]], int]:
-    """Whitespace-tokenized sentences of a UTF-8 file, one per line; empty lines are skipped and
-    counted. A missing, unreadable, non-UTF-8 or empty file raises `DataError` naming it."""
+    """Sentences of a UTF-8 file, one per line (see `parse_lines`). A missing, unreadable,
+    non-UTF-8 or empty file raises `DataError` naming it."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -162,24 +198,12 @@ def read_sentences(path: Path) -> tuple[list[list[str]], int]:
         raise DataError(
             f"{path}:{line}: not valid UTF-8 (byte {raw[err.start]:#04x}); re-encode the file as UTF-8"
         ) from None
-    sentences, empty = [], 0
-    for line in text.splitlines():
-        words = line.split()
-        if words:
-            sentences.append(words)
-        else:
-            empty += 1
-    if not sentences:
-        raise DataError(f"{path}: the file holds no sentences; it must have one sentence per line")
-    return sentences, empty
+    return parse_lines(text.splitlines(), str(path))
 
 
-def encode_split(sentences: Sequence[Sequence[str]], vocab: Vocab, empty: int = 0) -> Split:
-    lengths = torch.tensor([len(s) + 1 for s in sentences], dtype=torch.int64)
-    offsets = torch.zeros(len(sentences) + 1, dtype=torch.int64)
-    torch.cumsum(lengths, 0, out=offsets[1:])
-    ids = torch.tensor([i for s in sentences for i in vocab.encode(s)], dtype=torch.int32)
-    return Split(ids, offsets, empty)
+def encode_split(sentences: Sequence[Sequence[str]], tokenizer: Tokenizer, empty: int = 0) -> Split:
+    words = torch.tensor([len(s) + 1 for s in sentences], dtype=torch.int64)
+    return _from_ids([tokenizer.encode(s) for s in sentences], words, empty)
 
 
 def fetch_from_hub(cfg: DataConfig, directory: Path) -> None:
@@ -202,14 +226,51 @@ def fetch_from_hub(cfg: DataConfig, directory: Path) -> None:
     log.info("fetched %s from the Hugging Face hub into %s", hub.id, directory)
 
 
+def load_hf_lines(cfg: DataConfig) -> dict[str, tuple[list, str]]:
+    """Each split's `cfg.column` of a `datasets` dataset, with a label for error messages.
+
+    `datasets` keeps its own cache (HF_DATASETS_CACHE) and honours HF_HUB_OFFLINE=1; local files
+    load with `data.name=text data.data_files={train: ..., valid: ..., test: ...}`.
+    """
+    fix = "check data.name/config/data_dir/revision, or go online (HF_HUB_OFFLINE unset) once to cache it"
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(cfg.name, cfg.config, data_dir=cfg.data_dir,
+                                   data_files=dict(cfg.data_files) if cfg.data_files else None,
+                                   revision=cfg.revision)
+    except Exception as err:  # offline and not cached, unknown id or config, unreadable files
+        while err.__cause__ is not None:  # `datasets` wraps the useful error (e.g. UnicodeDecodeError)
+            err = err.__cause__
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+        raise DataError(f"data.name={cfg.name}: loading it with `datasets` failed ({reason}); {fix}") from None
+    out = {}
+    for split in SPLITS:
+        name = cfg.splits[split]
+        if name not in ds:
+            raise DataError(f"data.splits.{split}={name!r}: {cfg.name} has no such split (it has "
+                            f"{sorted(ds)}); set data.splits.{split}=<one of them>")
+        if cfg.column not in ds[name].column_names:
+            raise DataError(f"data.column={cfg.column!r}: {cfg.name} split {name!r} has no such column "
+                            f"(it has {ds[name].column_names}); set data.column=<one of them>")
+        out[split] = (ds[name][cfg.column], f"{cfg.name}[{name}][{cfg.column}]")
+    return out
+
+
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
-def load_corpus(cfg: DataConfig) -> Corpus:
-    """Read (or fetch) the three splits, build the vocabulary from train, and cache the ids."""
+def split_files(cfg: DataConfig) -> dict[str, Path]:
+    """The three files of a `source=files` corpus, fetched from the hub first if configured."""
     directory = Path(cfg.dir)
     if not directory.is_dir():
         if cfg.hub is None:
@@ -221,25 +282,79 @@ def load_corpus(cfg: DataConfig) -> Corpus:
         if not path.is_file():
             raise DataError(f"{path}: file not found; the {split} split must be there "
                             f"(or set data.files.{split}=<file name>)")
+    return paths
 
-    digest = hashlib.sha256(f"v{CACHE_VERSION} {cfg.max_vocab} {cfg.min_freq}".encode())
-    for s in SPLITS:
-        digest.update(hashlib.sha256(paths[s].read_bytes()).digest())
-    cache = Path(cfg.cache_dir) / f"{cfg.name}-{digest.hexdigest()[:16]}.pt"
 
-    corpus = _read_cache(cache)
+def read_split(cfg: DataConfig, split: str) -> tuple[list[list[str]], int, str]:
+    """One split's sentences, empty-line count and a label naming where it came from."""
+    if cfg.source == "hf":
+        lines, where = load_hf_lines(cfg)[split]
+        return (*parse_lines(lines, where), where)
+    if cfg.hub is not None and not Path(cfg.dir).is_dir():
+        fetch_from_hub(cfg, Path(cfg.dir))
+    path = Path(cfg.dir) / cfg.files[split]
+    return (*read_sentences(path), str(path))
+
+
+def load_corpus(cfg: DataConfig, tokenizer_cfg: TokenizerConfig | None = None) -> Corpus:
+    """Read (or fetch) the three splits, fit the tokenizer on train, and cache the ids.
+
+    The cache key is the tokenizer settings plus the text's checksum, so a second start neither
+    re-trains a sentencepiece model nor re-tokenizes. `max_sentences` and `max_len` apply after.
+    """
+    tokenizer_cfg = tokenizer_cfg or TokenizerConfig()
+    digest = hashlib.sha256(f"v{CACHE_VERSION} {tokenizer_cfg.key()}".encode())
+    if cfg.source == "hf":
+        raw = load_hf_lines(cfg)
+        for s in SPLITS:
+            digest.update(hashlib.sha256("\n".join(map(str, raw[s][0])).encode()).digest())
+        read = lambda: {s: (*parse_lines(lines, where), where) for s, (lines, where) in raw.items()}  # noqa: E731
+    else:
+        paths = split_files(cfg)
+        for s in SPLITS:
+            digest.update(hashlib.sha256(paths[s].read_bytes()).digest())
+        read = lambda: {s: (*read_sentences(p), str(p)) for s, p in paths.items()}  # noqa: E731
+    stem = Path(cfg.cache_dir) / f"{cfg.name.replace('/', '--')}-{digest.hexdigest()[:16]}"
+
+    corpus = _read_cache(stem.with_suffix(".pt"))
     if corpus is None:
-        read = {s: read_sentences(p) for s, p in paths.items()}
-        vocab = Vocab.build(read["train"][0], cfg.max_vocab, cfg.min_freq)
-        corpus = Corpus(vocab, {s: encode_split(sents, vocab, empty)
-                                for s, (sents, empty) in read.items()})
-        _write_cache(cache, corpus)
+        text = read()
+        tokenizer = _fit_tokenizer(text["train"][0], tokenizer_cfg, stem.with_suffix(".model"))
+        corpus = Corpus(tokenizer, {s: encode_split(sents, tokenizer, empty)
+                                    for s, (sents, empty, _) in text.items()})
+        _write_cache(stem.with_suffix(".pt"), corpus)
     for s, split in corpus.splits.items():
         if split.empty_lines:
-            log.info("%s: skipped %d empty lines", paths[s], split.empty_lines)
+            log.info("%s split: skipped %d empty lines", s, split.empty_lines)
     if cfg.max_sentences is not None:
-        corpus = Corpus(corpus.vocab, {s: sp.head(cfg.max_sentences) for s, sp in corpus.splits.items()})
+        corpus = Corpus(corpus.tokenizer, {s: sp.head(cfg.max_sentences) for s, sp in corpus.splits.items()})
+    if cfg.max_len is not None:  # training only: evaluation never loses a sentence
+        train, n_long = corpus["train"].limit(cfg.max_len, cfg.long, corpus.tokenizer.eos_id)
+        if n_long:
+            log.info("train split: %s %d sentences longer than data.max_len=%d tokens",
+                     {"drop": "dropped", "truncate": "truncated"}[cfg.long], n_long, cfg.max_len)
+            if not len(train):
+                raise ConfigError(f"data.max_len={cfg.max_len} drops every training sentence; raise it")
+        corpus = Corpus(corpus.tokenizer, {**corpus.splits, "train": train})
     return corpus
+
+
+def _fit_tokenizer(train: Sequence[Sequence[str]], cfg: TokenizerConfig, model_path: Path) -> Tokenizer:
+    """A word vocabulary, or a sentencepiece model trained once and kept at `model_path`."""
+    if cfg.kind == "sentencepiece" and model_path.is_file():
+        try:
+            return SentencePieceTokenizer(model_path.read_bytes())
+        except (OSError, DataError) as err:
+            log.warning("ignoring unreadable sentencepiece model %s (%s); training it again", model_path, err)
+    tokenizer = build_tokenizer(train, cfg)
+    if cfg.kind == "sentencepiece":
+        log.info("trained a sentencepiece %s model of %d pieces on %d sentences",
+                 cfg.model_type, len(tokenizer), len(train))
+        try:
+            tokenizer.save(model_path)
+        except OSError as err:
+            log.warning("could not write %s (%s)", model_path, err)
+    return tokenizer
 
 
 def _read_cache(path: Path) -> Corpus | None:
@@ -247,15 +362,17 @@ def _read_cache(path: Path) -> Corpus | None:
         return None
     try:
         blob = torch.load(path, weights_only=True)
-        return Corpus(Vocab(blob["itos"]), {s: Split(**blob["splits"][s]) for s in SPLITS})
+        tokenizer = tokenizer_from_state(blob["itos"], blob["tokenizer"], str(path))
+        return Corpus(tokenizer, {s: Split(**blob["splits"][s]) for s in SPLITS})
     except Exception as err:  # a stale or truncated cache is rebuilt, never trusted
         log.warning("ignoring unreadable data cache %s (%s); re-tokenizing", path, err)
         return None
 
 
 def _write_cache(path: Path, corpus: Corpus) -> None:
-    blob = {"itos": corpus.vocab.itos,
-            "splits": {s: {"ids": sp.ids, "offsets": sp.offsets, "empty_lines": sp.empty_lines}
+    blob = {"itos": corpus.tokenizer.itos, "tokenizer": corpus.tokenizer.state(),
+            "splits": {s: {"ids": sp.ids, "offsets": sp.offsets, "words": sp.words,
+                           "empty_lines": sp.empty_lines}
                        for s, sp in corpus.splits.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ AU, reconstructions) and the language-model baseline (exact NLL) alike.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import sys
@@ -18,7 +19,8 @@ import torch
 from omegaconf import DictConfig
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from vae_text.data import SPLITS, encode_split, read_sentences
+from vae_text.config import section
+from vae_text.data import SPLITS, DataConfig, encode_split, read_split
 from vae_text.errors import ConfigError, VaeTextError
 from vae_text.metrics import EvalConfig, evaluate
 from vae_text.train import pick_device, write_json
@@ -32,7 +34,7 @@ ROWS = [  # (key, label, format)
     ("ppl", "PPL (exact)", ".2f"), ("mi", "MI (whole set)", ".3f"), ("au", "active units", "d"),
     ("token_accuracy", "token accuracy (z=mu)", ".4f"), ("recon_exact", "exact reconstructions", ".4f"),
     ("recon_bleu", "reconstruction BLEU", ".2f"), ("sentences", "sentences", "d"),
-    ("tokens", "tokens (words + <eos>)", "d"), ("seconds", "wall time (s)", ".1f"),
+    ("tokens", "tokens (words + <eos>)", "d"), ("model_tokens", "model tokens (<eos> included)", "d"), ("seconds", "wall time (s)", ".1f"),
     ("peak_rss_mb", "peak RSS (MiB)", "d"),
 ]
 
@@ -52,17 +54,19 @@ def run(cfg: DictConfig) -> dict:
                           memory_mb=cfg.memory_mb, au_threshold=cfg.au_threshold,
                           reconstruct=cfg.reconstruct, seed=cfg.seed, progress=cfg.progress)
     path = resolve_checkpoint(cfg.checkpoint)
-    model, vocab, train_cfg = load_model(path, pick_device(str(cfg.device)))
-    data = train_cfg["data"]
-    file = Path(cfg.data_dir or data["dir"]) / data["files"][cfg.split]
+    model, tokenizer, train_cfg = load_model(path, pick_device(str(cfg.device)))
+    known = {f.name for f in dataclasses.fields(DataConfig)}  # older checkpoints had more keys
+    data = section(DataConfig, {k: v for k, v in train_cfg["data"].items() if k in known}, "data")
+    if cfg.data_dir:
+        data = dataclasses.replace(data, dir=cfg.data_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    sentences, _ = read_sentences(file)
-    split = encode_split(sentences, vocab)  # the checkpoint's own vocabulary
-    log.info("evaluating %s on %s (%d sentences, K=%d)", path, file, len(split), eval_cfg.iw_samples)
-    metrics = evaluate(model, split, vocab, eval_cfg)
+    sentences, _, where = read_split(data, cfg.split)  # every sentence: no max_len here
+    split = encode_split(sentences, tokenizer)  # the checkpoint's own tokenizer
+    log.info("evaluating %s on %s (%d sentences, K=%d)", path, where, len(split), eval_cfg.iw_samples)
+    metrics = evaluate(model, split, tokenizer, eval_cfg)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
-    metrics.update(checkpoint=str(path), split=cfg.split, data=str(file),
+    metrics.update(checkpoint=str(path), split=cfg.split, data=where,
                    peak_rss_mb=round(peak_kib / 1024), threads=torch.get_num_threads())
 
     run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vae_text.data import Batch, Split, Vocab, batch_plan, iterate
+from vae_text.data import Batch, Split, Tokenizer, batch_plan, iterate
 from vae_text.generate import greedy_decode
 from vae_text.model import TextVAE
 
@@ -152,13 +152,13 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> tuple[int, list[float]]
 
 
 @torch.no_grad()
-def evaluate(model: TextVAE, split: Split, vocab: Vocab | None = None,
+def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
              cfg: EvalConfig | None = None, full: bool = True) -> dict:
     """All metrics of REFERENCE.md §2 over a whole split.
 
     `full=False` is the cheap per-epoch validation: ELBO terms, PPL, MI and AU (one encoder pass),
     plus the IW-NLL only if `cfg.iw_samples > 0`. `full=True` adds token accuracy and greedy
-    reconstructions (exact match, BLEU) when `vocab` is given.
+    reconstructions (exact match, BLEU) when `tokenizer` is given.
     """
     cfg = cfg or EvalConfig()
     started = time.perf_counter()
@@ -167,7 +167,7 @@ def evaluate(model: TextVAE, split: Split, vocab: Vocab | None = None,
     device = next(model.parameters()).device
     plan = batch_plan(split, cfg.batch_size, shuffle=False)
     do_iw = model.has_latent and cfg.iw_samples > 0
-    do_recon = full and model.has_latent and cfg.reconstruct and vocab is not None
+    do_recon = full and model.has_latent and cfg.reconstruct and tokenizer is not None
 
     rec_sum = torch.zeros((), dtype=torch.float64)
     iw_sum = torch.zeros((), dtype=torch.float64)
@@ -194,13 +194,13 @@ def evaluate(model: TextVAE, split: Split, vocab: Vocab | None = None,
             lengths = batch.lengths.tolist()
             for row, ids in enumerate(greedy_decode(model, mu, max_len=max(lengths) * 2 + 10)):
                 ids = ids[: lengths[row] * 2 + 10]  # each sentence's own cap, whatever its batch
-                hyps.append(" ".join(vocab.decode(ids)))
-                refs.append(" ".join(vocab.decode(batch.tokens[row, : lengths[row]].tolist())))
+                hyps.append(" ".join(tokenizer.decode(ids)))
+                refs.append(" ".join(tokenizer.decode(batch.tokens[row, : lengths[row]].tolist())))
         bar.update(batch.num_tokens)
     bar.close()
     model.train(was_training)
 
-    n, tokens = len(split), split.num_tokens
+    n, tokens = len(split), split.num_words  # PPL is per word (+ <eos>) whatever the tokenizer
     kl_sum = kl_dims.sum()
     out = {
         "rec": float(rec_sum / n),
@@ -223,10 +223,11 @@ def evaluate(model: TextVAE, split: Split, vocab: Vocab | None = None,
         if do_recon:
             import sacrebleu
 
-            out.update(token_accuracy=correct / tokens,
+            out.update(token_accuracy=correct / split.num_tokens,
                        recon_exact=sum(h == r for h, r in zip(hyps, refs)) / n,
                        recon_bleu=sacrebleu.corpus_bleu(hyps, [refs]).score)
-    out.update(sentences=n, tokens=tokens, seconds=time.perf_counter() - started)
+    out.update(sentences=n, tokens=tokens, model_tokens=split.num_tokens,
+               seconds=time.perf_counter() - started)
     return out
 
 

@@ -5,11 +5,12 @@
     vae.sample(5, decoding="top_p", seed=0)
     vae.reconstruct(["the company said it expects to report a loss"])
     vae.interpolate("the stock fell", "the bank raised its rates", steps=5, method="slerp")
-    vae.export("exports/ptb_vae")                                     # config.json + safetensors
+    vae.export("exports/ptb_vae")              # config.json + safetensors + vocab (+ tokenizer.model)
     TextVAEPipeline.from_pretrained("exports/ptb_vae")
 
-No Hydra needed. Sentences are whitespace-tokenized: give them as the training data was written
-(PTB: lower case, numbers as N); unknown words become <unk>.
+No Hydra needed. Sentences are split on whitespace, then tokenized with the model's own tokenizer
+(words or sentencepiece): give them as the training data was written (PTB: lower case, numbers as
+N); unknown words become <unk>.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ from torch import Tensor
 
 from vae_text.checkpoint import load_model
 from vae_text.config import ModelConfig, section
-from vae_text.data import Vocab, collate, encode_split
+from vae_text.data import Tokenizer, collate, encode_split
 from vae_text.errors import CheckpointError
 from vae_text.generate import DecodeConfig, decode
 from vae_text.model import TextVAE
+from vae_text.tokenizer import SentencePieceTokenizer, Vocab
 
 EXPORT_FORMAT = "vae_text-export-v1"
 
 
 class TextVAEPipeline:
-    def __init__(self, model: TextVAE, vocab: Vocab, config: dict):
-        self.model, self.vocab, self.config = model.eval(), vocab, config
+    def __init__(self, model: TextVAE, tokenizer: Tokenizer, config: dict):
+        self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.device = next(model.parameters()).device
 
     # --- loading and sharing --------------------------------------------------------------------
@@ -47,14 +49,17 @@ class TextVAEPipeline:
         return cls(*load_model(path, device))
 
     def export(self, folder: str | Path) -> Path:
-        """A folder to share: config.json (the training config), model.safetensors, vocab.json."""
+        """A folder to share: config.json (the training config), model.safetensors, vocab.json
+        (and tokenizer.model for a sentencepiece model)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(folder / "model.safetensors"))
-        (folder / "vocab.json").write_text(json.dumps(self.vocab.itos, ensure_ascii=False))
+        (folder / "vocab.json").write_text(json.dumps(self.tokenizer.itos, ensure_ascii=False))
+        if isinstance(self.tokenizer, SentencePieceTokenizer):
+            self.tokenizer.save(folder / "tokenizer.model")
         (folder / "config.json").write_text(json.dumps({"format": EXPORT_FORMAT, **self.config},
                                                        indent=2))
         return folder
@@ -71,29 +76,41 @@ class TextVAEPipeline:
                                       f"config.json, model.safetensors and vocab.json")
         try:
             config = json.loads((folder / "config.json").read_text())
-            vocab = Vocab(json.loads((folder / "vocab.json").read_text()))
+            itos = json.loads((folder / "vocab.json").read_text())
             state = load_file(str(folder / "model.safetensors"), device=str(device))
         except (json.JSONDecodeError, SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"{folder}: unreadable export ({str(err)[:120]}); "
                                   f"export the model again") from None
         if config.get("format") != EXPORT_FORMAT:
             raise CheckpointError(f"{folder}/config.json: not a {EXPORT_FORMAT} folder")
+        tokenizer = _export_tokenizer(folder, itos)
         model_cfg = {k: v for k, v in config["model"].items()}
-        model = TextVAE(section(ModelConfig, model_cfg, "model"), len(vocab), vocab.pad_id,
-                        vocab.bos_id, vocab.eos_id, vocab.unk_id)
+        t = tokenizer
+        model = TextVAE(section(ModelConfig, model_cfg, "model"), len(t), t.pad_id, t.bos_id,
+                        t.eos_id, t.unk_id)
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
             raise CheckpointError(f"{folder}: the weights do not match config.json and vocab.json "
                                   f"({str(err).splitlines()[0][:120]})") from None
         config = {k: v for k, v in config.items() if k != "format"}
-        return cls(model.to(device), vocab, config)
+        return cls(model.to(device), tokenizer, config)
+
+    def sentences(self, split: str = "test") -> list[str]:
+        """A split of the corpus the model was trained on (files or `datasets`), one string each."""
+        import dataclasses
+
+        from vae_text.data import DataConfig, read_split
+
+        known = {f.name for f in dataclasses.fields(DataConfig)}
+        data = section(DataConfig, {k: v for k, v in self.config["data"].items() if k in known}, "data")
+        return [" ".join(words) for words in read_split(data, split)[0]]
 
     # --- the latent space -----------------------------------------------------------------------
 
     def _batch(self, sentences: list[str]):
         words = [s.split() for s in sentences]
-        return collate(encode_split(words, self.vocab), torch.arange(len(words))).to(self.device)
+        return collate(encode_split(words, self.tokenizer), torch.arange(len(words))).to(self.device)
 
     @torch.no_grad()
     def encode(self, sentences: list[str]) -> tuple[Tensor, Tensor]:
@@ -108,7 +125,7 @@ class TextVAEPipeline:
         cfg = decoding if isinstance(decoding, DecodeConfig) else DecodeConfig(decoding, **options)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         ids = decode(self.model, z.to(self.device), cfg, generator)
-        return [" ".join(self.vocab.decode(s)) for s in ids]
+        return [" ".join(self.tokenizer.decode(s)) for s in ids]
 
     def sample(self, n: int, decoding: str | DecodeConfig = "greedy", seed: int | None = None,
                **options) -> list[str]:
@@ -117,7 +134,7 @@ class TextVAEPipeline:
         if not self.model.has_latent:
             cfg = decoding if isinstance(decoding, DecodeConfig) else DecodeConfig(decoding, **options)
             ids = decode(self.model, None, cfg, generator, batch_size=n)
-            return [" ".join(self.vocab.decode(s)) for s in ids]
+            return [" ".join(self.tokenizer.decode(s)) for s in ids]
         z = torch.randn(n, self.model.latent_size, generator=generator)
         return self.decode(z, decoding, None if seed is None else seed + 1, **options)
 
@@ -167,3 +184,20 @@ def _device(name: str | torch.device) -> torch.device:
 
 
 __all__ = ["TextVAEPipeline", "interpolate"]
+
+
+def _export_tokenizer(folder: Path, itos: list[str]) -> Tokenizer:
+    """The export's tokenizer: words from vocab.json, or tokenizer.model checked against it."""
+    from vae_text.errors import DataError
+
+    path = folder / "tokenizer.model"
+    try:
+        if not path.is_file():
+            return Vocab(itos)
+        tokenizer = SentencePieceTokenizer(path.read_bytes())
+    except DataError as err:
+        raise CheckpointError(f"{folder}: {err}") from None
+    if tokenizer.itos != itos:
+        raise CheckpointError(f"{path}: its {len(tokenizer)} pieces do not match vocab.json "
+                              f"({len(itos)} entries) the model was trained with; export the model again")
+    return tokenizer

@@ -33,13 +33,14 @@ from vae_text.config import (
     TrainConfig,
     section,
 )
-from vae_text.data import Corpus, DataConfig, Vocab, batch_plan, collate, iterate, load_corpus
+from vae_text.data import Corpus, DataConfig, Tokenizer, batch_plan, collate, iterate, load_corpus
 from vae_text.errors import CheckpointError, ConfigError, VaeTextError
 from vae_text.logger import LoggerConfig, MetricsLogger
 from vae_text.metrics import EvalConfig, evaluate
 from vae_text.model import TextVAE, word_dropout_rate
 from vae_text.objective import elbo_loss, kl_weight
 from vae_text.remedies import aggressive_encoder_updates, reinitialize_decoder, update_only
+from vae_text.tokenizer import TokenizerConfig
 
 log = logging.getLogger("vae_text")
 
@@ -53,6 +54,7 @@ class Settings:
     optim: OptimConfig
     train: TrainConfig
     data: DataConfig
+    tokenizer: TokenizerConfig
     logger: LoggerConfig
     eval: EvalConfig
     remedy: RemedyConfig
@@ -61,8 +63,8 @@ class Settings:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Settings:
-        known = {"model", "objective", "optim", "train", "data", "logger", "eval", "remedy", "seed",
-                 "device"}
+        known = {"model", "objective", "optim", "train", "data", "tokenizer", "logger", "eval", "remedy",
+                 "seed", "device"}
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(f"{unknown[0]} is not a known top-level key: valid keys are {sorted(known)}")
@@ -77,6 +79,7 @@ class Settings:
             optim=section(OptimConfig, cfg.get("optim"), "optim"),
             train=section(TrainConfig, cfg.get("train"), "train"),
             data=section(DataConfig, cfg.get("data"), "data"),
+            tokenizer=section(TokenizerConfig, cfg.get("tokenizer"), "tokenizer"),
             logger=section(LoggerConfig, cfg.get("logger"), "logger"),
             eval=dataclasses.replace(section(EvalConfig, cfg.get("eval"), "eval"), seed=cfg.seed,
                                      progress=bool(cfg.get("train", {}).get("progress", True))),
@@ -118,8 +121,9 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def build_model(settings: ModelConfig, vocab: Vocab) -> TextVAE:
-    return TextVAE(settings, len(vocab), vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
+def build_model(settings: ModelConfig, tokenizer: Tokenizer) -> TextVAE:
+    t = tokenizer
+    return TextVAE(settings, len(t), t.pad_id, t.bos_id, t.eos_id, t.unk_id)
 
 
 def rng_state() -> dict:
@@ -147,13 +151,14 @@ class Trainer:
         self.cfg, self.s, self.run_dir = cfg, settings, run_dir
         self.device = pick_device(settings.device)
         resume = self._read_resume() if settings.train.resume else None
-        self.corpus: Corpus = load_corpus(settings.data)
-        if resume is not None and resume["vocab"] != self.corpus.vocab.itos:
+        self.corpus: Corpus = load_corpus(settings.data, settings.tokenizer)
+        if resume is not None and resume["vocab"] != self.corpus.tokenizer.itos:
             raise CheckpointError(f"train.resume={settings.train.resume}: the checkpoint's vocabulary "
-                                  f"differs from the one built from {settings.data.dir}; use the same data")
+                                  f"differs from the one built now from data.{settings.data.source} "
+                                  f"{settings.data.name}; resume with the same data and tokenizer")
         torch.manual_seed(settings.seed)
         random.seed(settings.seed)
-        self.model = build_model(settings.model, self.corpus.vocab).to(self.device)
+        self.model = build_model(settings.model, self.corpus.tokenizer).to(self.device)
         self._new_optimizer()
         self.state = TrainState(pretraining=settings.remedy.pretrain_epochs > 0,
                                 aggressive=settings.remedy.aggressive)
@@ -201,7 +206,8 @@ class Trainer:
         blob = {
             "model": self.model.state_dict(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "vocab": self.corpus.vocab.itos,
+            "vocab": self.corpus.tokenizer.itos,
+            "tokenizer": self.corpus.tokenizer.state(),
             "state": asdict(self.state),
         }
         if full:
@@ -350,7 +356,7 @@ class Trainer:
         best = self.run_dir / CHECKPOINT_DIR / "best.pt"
         if best.is_file():
             self.model.load_state_dict(load_checkpoint(best, map_location=self.device)["model"])
-        metrics = evaluate(self.model, self.corpus["test"], self.corpus.vocab, self.s.eval)
+        metrics = evaluate(self.model, self.corpus["test"], self.corpus.tokenizer, self.s.eval)
         write_json(self.run_dir / "eval_test.json", metrics)
         logger.log({f"test/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
         return metrics
@@ -423,7 +429,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     n_params = sum(p.numel() for p in trainer.model.parameters())
     log.info("run dir %s | device %s | %d parameters | vocab %d | train %d sentences",
-             run_dir, trainer.device, n_params, len(trainer.corpus.vocab), len(trainer.corpus["train"]))
+             run_dir, trainer.device, n_params, len(trainer.corpus.tokenizer), len(trainer.corpus["train"]))
 
     logger = MetricsLogger(run_dir, _named(settings.logger), OmegaConf.to_container(cfg, resolve=True))
     failed = True
