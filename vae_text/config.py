@@ -140,11 +140,13 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
     resume: str | None = None  # run directory or checkpoint file to continue from
     num_threads: int | None = None  # torch CPU threads; null keeps PyTorch's default
+    precision: str = "fp32"  # "bf16": the training forward pass under bfloat16 autocast
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "log_every"):
             _positive_int(f"train.{key}", getattr(self, key))
         _choice("train.monitor", self.monitor, ("neg_elbo", "rec"))
+        _choice("train.precision", self.precision, ("fp32", "bf16"))
         for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads"):
             if getattr(self, key) is not None:
                 _positive_int(f"train.{key}", getattr(self, key))

@@ -72,3 +72,13 @@ class MetricsLogger:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class SilentLogger:
+    """What ranks other than 0 log to in a distributed run: nothing (rank 0 logs the run)."""
+
+    def log(self, metrics: dict[str, Any], step: int, epoch: int | None = None, echo: bool = True) -> None:
+        pass
+
+    def close(self, failed: bool = False) -> None:
+        pass

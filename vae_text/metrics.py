@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vae_text.data import Batch, Split, Tokenizer, batch_plan, iterate
+from vae_text.distributed import Dist
 from vae_text.generate import greedy_decode
 from vae_text.model import TextVAE
 
@@ -153,19 +154,23 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> tuple[int, list[float]]
 
 @torch.no_grad()
 def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
-             cfg: EvalConfig | None = None, full: bool = True) -> dict:
+             cfg: EvalConfig | None = None, full: bool = True, dist: Dist | None = None) -> dict:
     """All metrics of REFERENCE.md §2 over a whole split.
 
     `full=False` is the cheap per-epoch validation: ELBO terms, PPL, MI and AU (one encoder pass),
     plus the IW-NLL only if `cfg.iw_samples > 0`. `full=True` adds token accuracy and greedy
     reconstructions (exact match, BLEU) when `tokenizer` is given.
+
+    With `dist` (several processes), each rank evaluates every world-th batch and the sums and
+    per-sentence posteriors are gathered, so every rank returns the 1-process numbers.
     """
+    dist = dist or Dist()
     cfg = cfg or EvalConfig()
     started = time.perf_counter()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    plan = batch_plan(split, cfg.batch_size, shuffle=False)
+    plan = batch_plan(split, cfg.batch_size, shuffle=False)[dist.rank::dist.world]
     do_iw = model.has_latent and cfg.iw_samples > 0
     do_recon = full and model.has_latent and cfg.reconstruct and tokenizer is not None
 
@@ -175,7 +180,8 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     mus, logvars, zs = [], [], []
     correct = 0
     hyps, refs = [], []
-    bar = tqdm(total=split.num_tokens, disable=not (cfg.progress and do_iw), unit="tok",
+    bar = tqdm(total=sum(int(split.lengths[i].sum()) for i in plan), unit="tok",
+               disable=not (cfg.progress and do_iw and dist.main),
                desc=f"IW-NLL K={cfg.iw_samples}", dynamic_ncols=True, leave=False)
     for batch in iterate(split, plan):
         batch = batch.to(device)
@@ -199,6 +205,12 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
         bar.update(batch.num_tokens)
     bar.close()
     model.train(was_training)
+    if dist.active:  # every rank's share, in rank order: sums add, sentences concatenate
+        parts = dist.gather((rec_sum, iw_sum, kl_dims, mus, logvars, zs, correct, hyps, refs))
+        rec_sum, iw_sum, kl_dims = (sum(p[k] for p in parts) for k in range(3))
+        mus, logvars, zs = ([t for p in parts for t in p[k]] for k in (3, 4, 5))
+        correct = sum(p[6] for p in parts)
+        hyps, refs = ([h for p in parts for h in p[k]] for k in (7, 8))
 
     n, tokens = len(split), split.num_words  # PPL is per word (+ <eos>) whatever the tokenizer
     kl_sum = kl_dims.sum()

@@ -28,15 +28,18 @@ class Output:
 
 
 def word_dropout(inputs: Tensor, rate: float, unk_id: int, keep_ids: tuple[int, ...],
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
     """Replace a fraction `rate` of decoder *input* tokens by <unk> (Bowman et al. 2016).
 
     Tokens whose id is in `keep_ids` (<bos>, <pad>) are never replaced. The targets are a separate
-    tensor and stay clean; the encoder sees the clean sentence.
+    tensor and stay clean; the encoder sees the clean sentence. `noise` (B, >= T) uniform draws may
+    be given instead of being drawn here.
     """
     if rate <= 0:
         return inputs
-    noise = torch.rand(inputs.shape, generator=generator, device=inputs.device)
+    if noise is None:
+        noise = torch.rand(inputs.shape, generator=generator, device=inputs.device)
+    noise = noise[:, : inputs.shape[1]]
     drop = noise < rate  # a bool mask: an integer mask would index positions 0/1 instead
     for i in keep_ids:
         drop &= inputs != i
@@ -50,8 +53,11 @@ def word_dropout_rate(step: int, start: float, end: float | None, steps: int) ->
     return start + (end - start) * min(1.0, step / steps)
 
 
-def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None,
+                   eps: Tensor | None = None) -> Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I) drawn here unless given (B, Z)."""
+    if eps is None:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -168,28 +174,32 @@ class TextVAE(nn.Module):
         """Posterior parameters mu, logvar (B, Z) for sentences `tokens` (B, T) of `lengths`."""
         return self.head(self.encoder(tokens, lengths))
 
-    def sample_z(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return mu if self.use_mean else reparameterize(mu, logvar, generator)
+    def sample_z(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None,
+                 eps: Tensor | None = None) -> Tensor:
+        return mu if self.use_mean else reparameterize(mu, logvar, generator, eps)
 
     def reconstruction(self, tokens: Tensor, z: Tensor | None,
-                       generator: torch.Generator | None = None) -> Tensor:
+                       generator: torch.Generator | None = None,
+                       word_noise: Tensor | None = None) -> Tensor:
         """Sum of token NLLs per sentence (B,) given z; padding is never scored."""
         inputs = decoder_inputs(tokens, self.bos_id, self.eos_id, self.pad_id)
         if self.training:
             inputs = word_dropout(inputs, self.word_dropout_rate, self.unk_id,
-                                  (self.bos_id, self.pad_id), generator)
+                                  (self.bos_id, self.pad_id), generator, word_noise)
         h, _ = self.decoder.hidden_states(inputs, z)  # (B, T, H)
         mask = tokens != self.pad_id
         rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None].expand_as(tokens)
         logits = self.decoder.logits(h[mask])  # (N, V): only real tokens reach the projection
         return sentence_nll(logits, tokens[mask], rows[mask], tokens.shape[0])
 
-    def forward(self, tokens: Tensor, lengths: Tensor,
-                generator: torch.Generator | None = None) -> Output:
+    def forward(self, tokens: Tensor, lengths: Tensor, generator: torch.Generator | None = None,
+                eps: Tensor | None = None, word_noise: Tensor | None = None) -> Output:
+        """rec (B,) and KL (B, Z) of sentences `tokens` (B, T); the noise of z and of word dropout
+        is drawn from `generator`, or given as `eps` (B, Z) and `word_noise` (B, >= T)."""
         if not self.has_latent:
-            rec = self.reconstruction(tokens, None, generator)
+            rec = self.reconstruction(tokens, None, generator, word_noise)
             return Output(rec, rec.new_zeros(rec.shape[0], 0))
         mu, logvar = self.encode(tokens, lengths)
-        z = self.sample_z(mu, logvar, generator)
-        rec = self.reconstruction(tokens, z, generator)
+        z = self.sample_z(mu, logvar, generator, eps)
+        rec = self.reconstruction(tokens, z, generator, word_noise)
         return Output(rec, gaussian_kl(mu, logvar), mu, logvar)

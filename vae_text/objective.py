@@ -103,6 +103,26 @@ def elbo_loss(rec: Tensor, kl: Tensor, beta: float, free_nats: float = 0.0,
     return rec.mean() + beta * free_bits(kl, free_nats, mode)
 
 
+def shard_elbo_loss(rec: Tensor, kl: Tensor, beta: float, batch_size: int, free_nats: float = 0.0,
+                    mode: str = "dim", kl_dim_mean: Tensor | None = None) -> Tensor:
+    """`elbo_loss` for a share (rows) of a batch of `batch_size` sentences, as a surrogate whose
+    gradients, summed over the shares, are those of `elbo_loss` on the whole batch.
+
+    Every term is a sum over sentences except per-dimension free bits, whose threshold acts on the
+    batch mean: `kl_dim_mean` (Z,), that mean over the whole batch, decides which dimensions get
+    gradient. With one share holding the batch, the gradient equals `elbo_loss`'s.
+    """
+    if free_nats <= 0:
+        kl_term = kl.sum()
+    elif mode == "sentence":
+        kl_term = torch.clamp(kl.sum(-1), min=free_nats).sum()
+    elif mode == "dim":
+        kl_term = (kl.sum(0) * (kl_dim_mean > free_nats / kl.shape[1])).sum()
+    else:
+        raise ValueError(f"unknown free-bits mode {mode!r}")
+    return (rec.sum() + beta * kl_term) / batch_size
+
+
 def sentence_nll(logits: Tensor, targets: Tensor, rows: Tensor, batch_size: int) -> Tensor:
     """Sum of token NLLs per sentence.
 

@@ -34,21 +34,26 @@ def update_only(model: TextVAE, part: str) -> None:
 
 def aggressive_encoder_updates(model: TextVAE, optimizer: torch.optim.Optimizer,
                                next_batch: Callable[[int], object],
-                               loss_fn: Callable[[object], Tensor], clip_norm: float | None,
+                               loss_fn: Callable[[object], Tensor | tuple[Tensor, float]], clip_norm: float | None,
                                max_inner: int = 100, check_every: int = 10) -> int:
     """He et al.'s inner loop: encoder-only steps on batches `next_batch(i)` until the mean loss
     of the last `check_every` steps is no better than that of the window before (or `max_inner`
-    steps). Returns the number of inner steps taken."""
+    steps). Returns the number of inner steps taken.
+
+    `loss_fn` returns the loss to differentiate, or (that loss, the value to judge progress by):
+    in a distributed run the whole batch's loss, the same on every rank, so all stop together.
+    """
     previous, window, steps = float("inf"), 0.0, 0
     for i in range(max_inner):
         loss = loss_fn(next_batch(i))
+        loss, value = loss if isinstance(loss, tuple) else (loss, None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         update_only(model, "encoder")
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(encoder_parameters(model), clip_norm)
         optimizer.step()
-        window += loss.item()
+        window += loss.item() if value is None else value
         steps += 1
         if steps % check_every == 0:
             if window >= previous:

@@ -22,6 +22,7 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 from tqdm import tqdm
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -33,12 +34,22 @@ from vae_text.config import (
     TrainConfig,
     section,
 )
-from vae_text.data import Corpus, DataConfig, Tokenizer, batch_plan, collate, iterate, load_corpus
+from vae_text.data import (
+    Batch,
+    Corpus,
+    DataConfig,
+    Tokenizer,
+    batch_plan,
+    collate,
+    iterate,
+    load_corpus,
+)
+from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import CheckpointError, ConfigError, VaeTextError
-from vae_text.logger import LoggerConfig, MetricsLogger
+from vae_text.logger import LoggerConfig, MetricsLogger, SilentLogger
 from vae_text.metrics import EvalConfig, evaluate
 from vae_text.model import TextVAE, word_dropout_rate
-from vae_text.objective import elbo_loss, kl_weight
+from vae_text.objective import kl_weight, shard_elbo_loss
 from vae_text.remedies import aggressive_encoder_updates, reinitialize_decoder, update_only
 from vae_text.tokenizer import TokenizerConfig
 
@@ -147,9 +158,11 @@ def _as_tuple(x):
 class Trainer:
     """Owns the model, optimizer and loop state of one run."""
 
-    def __init__(self, cfg: DictConfig, settings: Settings, run_dir: Path):
+    def __init__(self, cfg: DictConfig, settings: Settings, run_dir: Path, dist: Dist | None = None,
+                 device: torch.device | None = None):
         self.cfg, self.s, self.run_dir = cfg, settings, run_dir
-        self.device = pick_device(settings.device)
+        self.dist = dist or Dist()
+        self.device = device or pick_device(settings.device)
         resume = self._read_resume() if settings.train.resume else None
         self.corpus: Corpus = load_corpus(settings.data, settings.tokenizer)
         if resume is not None and resume["vocab"] != self.corpus.tokenizer.itos:
@@ -165,6 +178,12 @@ class Trainer:
         if resume is not None:
             self._restore(resume)
         self.model.use_mean = self.state.pretraining or not settings.model.sample_z
+        self.net = self.model  # what training calls: the model, or its DDP wrapper
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.plan: list = []
 
     def _new_optimizer(self) -> None:
@@ -217,6 +236,8 @@ class Trainer:
         return blob
 
     def save(self, name: str) -> None:
+        if not self.dist.main:
+            return
         save_checkpoint(self.run_dir / CHECKPOINT_DIR / name, self._blob(full=name == "last.pt"))
 
     # --- the loop -------------------------------------------------------------------------------
@@ -228,32 +249,70 @@ class Trainer:
         return kl_weight(self.state.step - self.state.phase_start, o.kl_weight, sched.name,
                          **sched.params)
 
-    def loss(self, batch, beta: float):
-        out = self.model(batch.tokens, batch.lengths)
-        o = self.s.objective
-        return elbo_loss(out.rec, out.kl, beta, o.free_bits, o.free_bits_mode), out
+    def loss(self, batch: Batch, beta: float, noise_seed: int) -> tuple[Tensor, dict]:
+        """This rank's share of a (global) batch through the model.
 
-    def _inner_batch(self, i: int):
-        """A random batch of the current epoch for the aggressive inner loop, drawn from
-        (seed, step, i) alone so that a resumed run draws the same ones."""
+        Returns the loss to differentiate, whose gradients averaged over ranks are those of the
+        whole batch's loss, and the whole batch's statistics. The noise of z and of word dropout
+        is drawn for the whole batch from `noise_seed`, so it does not depend on the ranks.
+        """
+        B, d, o = len(batch), self.dist, self.s.objective
+        g = torch.Generator().manual_seed(noise_seed)
+        eps = torch.randn(B, self.model.latent_size, generator=g) if self.model.has_latent else None
+        word_noise = torch.rand(batch.tokens.shape, generator=g) if self.model.word_dropout_rate > 0 else None
+        rows, share = d.rows(B), 1.0
+        if rows.start == rows.stop:  # fewer sentences than ranks: take part with a zero loss
+            rows, share = slice(0, 1), 0.0
+        T = int(batch.lengths[rows].max())
+        to = lambda t: None if t is None else t[rows, :T].to(self.device, non_blocking=True)  # noqa: E731
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.s.train.precision == "bf16"):
+            out = self.net(to(batch.tokens), batch.lengths[rows].to(self.device),
+                           eps=None if eps is None else eps[rows].to(self.device), word_noise=to(word_noise))
+        out = dataclasses.replace(out, rec=out.rec.float(), kl=out.kl.float())
+        rec, kl = out.rec * share, out.kl * share
+        fb_sentence = torch.clamp(kl.sum(-1), min=o.free_bits).sum() * share
+        totals = d.all_sum([rec.sum().item(), kl.sum().item(), fb_sentence.item(),
+                            *kl.sum(0).tolist()])
+        rec_sum, kl_sum, fb_sum, kl_dims = totals[0], totals[1], totals[2], torch.tensor(totals[3:])
+        if o.free_bits <= 0:
+            kl_term = kl_sum / B
+        elif o.free_bits_mode == "sentence":
+            kl_term = fb_sum / B
+        else:
+            kl_term = float(torch.clamp(kl_dims / B, min=o.free_bits / max(1, len(kl_dims))).sum())
+        kl_dim_mean = (kl_dims / B).to(self.device, kl.dtype)
+        surrogate = shard_elbo_loss(rec, kl, beta, B, o.free_bits, o.free_bits_mode, kl_dim_mean)
+        stats = {"loss": rec_sum / B + beta * kl_term, "rec": rec_sum / B, "kl": kl_sum / B}
+        return surrogate * d.world, stats  # DDP averages gradients over ranks: undo it
+
+    def _noise_seed(self, i: int) -> int:
+        return (self.s.seed * 1_000_003 + self.state.step * 1_009 + i) * 2 + 1
+
+    def _inner_batch(self, i: int) -> tuple[Batch, int]:
+        """A random batch of the current epoch for the aggressive inner loop, and its noise seed,
+        drawn from (seed, step, i) alone so that a resumed run draws the same ones."""
         g = torch.Generator().manual_seed(self.s.seed * 1_000_003 + self.state.step * 1_009 + i)
         index = self.plan[int(torch.randint(len(self.plan), (1,), generator=g))]
-        return collate(self.corpus["train"], index).to(self.device)
+        return collate(self.corpus["train"], index), self._noise_seed(i + 1)
 
     def train_step(self, batch) -> dict:
         beta = self.beta()
         m = self.s.model
         self.model.word_dropout_rate = word_dropout_rate(self.state.step, m.word_dropout,
                                                          m.word_dropout_end, m.word_dropout_steps)
-        batch = batch.to(self.device)
         aggressive = self.state.aggressive and not self.state.pretraining
         inner = 0
         if aggressive:
             r = self.s.remedy
+
+            def inner_loss(item: tuple[Batch, int]) -> tuple[Tensor, float]:
+                loss, stats = self.loss(item[0], beta, item[1])
+                return loss, stats["loss"]
+
             inner = aggressive_encoder_updates(
-                self.model, self.optimizer, self._inner_batch, lambda b: self.loss(b, beta)[0],
+                self.model, self.optimizer, self._inner_batch, inner_loss,
                 self.s.optim.clip_norm, r.aggressive_max_inner, r.aggressive_check_every)
-        loss, out = self.loss(batch, beta)
+        loss, stats = self.loss(batch, beta, self._noise_seed(0))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if aggressive:  # the outer step updates the decoder only
@@ -263,14 +322,13 @@ class Trainer:
         self.optimizer.step()
         self.state.step += 1
         self.state.batch_in_epoch += 1
-        return {"loss": loss.item(), "rec": out.rec.mean().item(),
-                "kl": out.kl.sum(-1).mean().item(), "beta": beta, "inner_steps": inner,
-                "tokens": batch.num_tokens, "sentences": len(batch)}
+        return {**stats, "beta": beta, "inner_steps": inner, "tokens": batch.num_tokens,
+                "sentences": len(batch)}
 
     def validate(self, logger: MetricsLogger, epoch_end: bool) -> bool:
         """Evaluate on valid, keep the best weights; returns True when training should stop."""
         cfg = dataclasses.replace(self.s.eval, iw_samples=self.s.eval.val_iw_samples, progress=False)
-        metrics = evaluate(self.model, self.corpus["valid"], cfg=cfg, full=False)
+        metrics = evaluate(self.model, self.corpus["valid"], cfg=cfg, full=False, dist=self.dist)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.state.pretraining:  # the autoencoder's -ELBO is no model-selection score
             logger.log({f"val/{k}": v for k, v in metrics.items()} | {"val/pretraining": 1},
@@ -309,7 +367,8 @@ class Trainer:
         while self.state.epoch < epochs and not done:
             self.plan = plan = batch_plan(split, t.batch_size, shuffle=True, seed=self.s.seed,
                                           epoch=self.state.epoch, pool=self.s.data.bucket_pool)
-            bar = tqdm(total=len(plan), initial=self.state.batch_in_epoch, disable=not t.progress,
+            bar = tqdm(total=len(plan), initial=self.state.batch_in_epoch,
+                       disable=not (t.progress and self.dist.main),
                        desc=f"epoch {self.state.epoch + 1}/{epochs}", dynamic_ncols=True,
                        leave=False)
             window, started = _Window(), time.perf_counter()
@@ -343,7 +402,9 @@ class Trainer:
     def end_pretraining(self) -> None:
         """Li et al. 2019: keep the autoencoder's encoder, start the decoder afresh, train the VAE."""
         self.save("pretrained.pt")
-        reinitialize_decoder(self.model)
+        with torch.random.fork_rng(devices=[]):  # the same fresh decoder on every rank
+            torch.manual_seed(self.s.seed + self.state.step)
+            reinitialize_decoder(self.model)
         self._new_optimizer()
         self.state.pretraining = False
         self.state.phase_start = self.state.step
@@ -354,10 +415,13 @@ class Trainer:
 
     def test(self, logger: MetricsLogger) -> dict:
         best = self.run_dir / CHECKPOINT_DIR / "best.pt"
+        self.dist.barrier()  # rank 0 has written it
         if best.is_file():
             self.model.load_state_dict(load_checkpoint(best, map_location=self.device)["model"])
-        metrics = evaluate(self.model, self.corpus["test"], self.corpus.tokenizer, self.s.eval)
-        write_json(self.run_dir / "eval_test.json", metrics)
+        metrics = evaluate(self.model, self.corpus["test"], self.corpus.tokenizer, self.s.eval,
+                           dist=self.dist)
+        if self.dist.main:
+            write_json(self.run_dir / "eval_test.json", metrics)
         logger.log({f"test/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
         return metrics
 
@@ -407,31 +471,59 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Train, validate every epoch, test the best weights; returns the final metrics.
 
     `run_dir` defaults to Hydra's output directory (when called from the Hydra entry point).
+    Started by torchrun, each process trains its share of every batch (`vae_text.distributed`);
+    rank 0 alone writes the run directory.
     """
     settings = Settings.from_cfg(cfg)  # every config error surfaces here, before data is read
+    hydra_dir = None
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
-        run_dir = HydraConfig.get().runtime.output_dir
-    run_dir = Path(run_dir)
+        run_dir = hydra_dir = HydraConfig.get().runtime.output_dir
+    d, device = setup(pick_device(settings.device))
+    try:
+        run_dir = Path(d.broadcast(str(run_dir)))  # ranks may have started in different seconds
+        if not d.main:
+            log.setLevel(logging.WARNING)
+            if hydra_dir is not None and Path(hydra_dir).resolve() != run_dir.resolve():
+                _remove_stray_dir(Path(hydra_dir))
+        return _train(cfg, settings, run_dir, d, device)
+    finally:
+        teardown()
+
+
+def _remove_stray_dir(path: Path) -> None:
+    """The output directory Hydra made for a rank other than 0, if it holds nothing of value."""
+    import shutil
+
+    if path.is_dir() and {p.name for p in path.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: torch.device) -> dict:
     last = run_dir / CHECKPOINT_DIR / "last.pt"
     resuming_here = (settings.train.resume is not None and last.exists()
                      and resolve_checkpoint(settings.train.resume, "last.pt").resolve() == last.resolve())
     if last.exists() and not resuming_here:  # never overwrite another run's work
         raise ConfigError(f"{run_dir} already holds a run (checkpoints/last.pt): choose another "
                           f"hydra.run.dir, or continue it with train.resume={run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    d.barrier()  # every rank has checked before rank 0 writes anything
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if settings.train.num_threads:
         torch.set_num_threads(settings.train.num_threads)
     started = time.perf_counter()
 
-    trainer = Trainer(cfg, settings, run_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainer = Trainer(cfg, settings, run_dir, d, device)
     n_params = sum(p.numel() for p in trainer.model.parameters())
-    log.info("run dir %s | device %s | %d parameters | vocab %d | train %d sentences",
-             run_dir, trainer.device, n_params, len(trainer.corpus.tokenizer), len(trainer.corpus["train"]))
-
-    logger = MetricsLogger(run_dir, _named(settings.logger), OmegaConf.to_container(cfg, resolve=True))
+    log.info("run dir %s | device %s | %d parameters | vocab %d | train %d sentences%s",
+             run_dir, trainer.device, n_params, len(trainer.corpus.tokenizer), len(trainer.corpus["train"]),
+             f" | {d.world} processes, global batch {settings.train.batch_size}" if d.active else "")
+    if not d.main:
+        logger = SilentLogger()
+    else:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        logger = MetricsLogger(run_dir, _named(settings.logger), OmegaConf.to_container(cfg, resolve=True))
     failed = True
     try:
         trainer.fit(logger)
@@ -443,10 +535,12 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
             "epochs": trainer.state.epoch,
             "train_seconds": time.perf_counter() - started,
             "device": str(trainer.device),
+            "processes": d.world,
             "parameters": n_params,
         }
         logger.log({"train_seconds": results["train_seconds"]}, trainer.state.step, echo=False)
-        write_json(run_dir / "results.json", results)
+        if d.main:
+            write_json(run_dir / "results.json", results)
         failed = False
         return results
     finally:

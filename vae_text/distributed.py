@@ -1,0 +1,117 @@
+"""Data-parallel training with PyTorch's own engine: torchrun (or SLURM) starts one process per
+device, `setup()` joins them, every rank takes its share of each global batch.
+
+    torchrun --nproc_per_node=4 -m vae_text.train +experiment=ptb           # one node, 4 GPUs
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d \\
+        --rdzv_endpoint=<host>:29500 -m vae_text.train +experiment=ptb       # two nodes
+
+A plain `python -m vae_text.train` is the 1-process case of the same code: `Dist()` with world 1,
+where every collective below is the identity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone writes checkpoints, metrics and wandb, and shows progress."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def rows(self, n: int) -> slice:
+        """This rank's contiguous share of n rows (shares differ by at most one; some may be empty)."""
+        start = self.rank * n // self.world
+        return slice(start, (self.rank + 1) * n // self.world)
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks, in float64."""
+        if not self.active:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj` (picklable), in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def broadcast(self, obj):
+        """Rank 0's `obj` on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _slurm_env() -> dict[str, str]:
+    """torchrun's variables from SLURM's, for `srun`/submitit jobs with one task per device."""
+    if "SLURM_PROCID" not in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return {}
+    env = {"RANK": os.environ["SLURM_PROCID"], "WORLD_SIZE": os.environ["SLURM_NTASKS"],
+           "LOCAL_RANK": os.environ.get("SLURM_LOCALID", "0")}
+    if "MASTER_ADDR" not in os.environ:
+        try:
+            import submitit
+
+            env["MASTER_ADDR"] = submitit.JobEnvironment().hostnames[0]
+        except Exception:  # not a submitit job: the first host of the node list
+            env["MASTER_ADDR"] = os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", os.environ.get("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)))
+    return env
+
+
+def setup(device: torch.device) -> tuple[Dist, torch.device]:
+    """Join the process group when started by torchrun (or as SLURM tasks); NCCL on CUDA, gloo on CPU.
+
+    Returns this process's place and the device it trains on (`cuda:<local rank>` on GPUs).
+    """
+    os.environ.update({k: v for k, v in _slurm_env().items() if k not in os.environ})
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return Dist(rank, world, local_rank), device
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def share(tensor: Tensor, d: Dist) -> Tensor:
+    """This rank's rows of a global-batch tensor."""
+    return tensor[d.rows(tensor.shape[0])]
