@@ -121,6 +121,7 @@ class TrainState:
     phase_start: int = 0  # step at which the VAE phase began (the KL schedule counts from it)
     aggressive: bool = False  # aggressive inference training still on
     best_mi: float = -math.inf  # best validation MI while aggressive
+    seconds: float = 0.0  # wall time spent in this run, over all its resumed pieces
 
 
 def pick_device(name: str) -> torch.device:
@@ -178,6 +179,7 @@ class Trainer:
         if resume is not None:
             self._restore(resume)
         self.model.use_mean = self.state.pretraining or not settings.model.sample_z
+        self.started, self.seconds_before = time.perf_counter(), self.state.seconds
         self.net = self.model  # what training calls: the model, or its DDP wrapper
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -235,7 +237,12 @@ class Trainer:
             blob["rng"] = rng_state()
         return blob
 
+    def elapsed(self) -> float:
+        """Wall time of the whole run: earlier pieces (before a resume) plus this process's."""
+        return self.seconds_before + time.perf_counter() - self.started
+
     def save(self, name: str) -> None:
+        self.state.seconds = self.elapsed()
         if not self.dist.main:
             return
         save_checkpoint(self.run_dir / CHECKPOINT_DIR / name, self._blob(full=name == "last.pt"))
@@ -512,7 +519,6 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
         run_dir.mkdir(parents=True, exist_ok=True)
     if settings.train.num_threads:
         torch.set_num_threads(settings.train.num_threads)
-    started = time.perf_counter()
 
     trainer = Trainer(cfg, settings, run_dir, d, device)
     n_params = sum(p.numel() for p in trainer.model.parameters())
@@ -533,7 +539,7 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
             "test": test,
             "steps": trainer.state.step,
             "epochs": trainer.state.epoch,
-            "train_seconds": time.perf_counter() - started,
+            "train_seconds": trainer.elapsed(),
             "device": str(trainer.device),
             "processes": d.world,
             "parameters": n_params,
