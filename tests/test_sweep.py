@@ -37,6 +37,9 @@ def test_joblib_sweep_and_its_report(corpus_dir, tmp_path, monkeypatch):
         info = wandb_history.run_info(job)
         assert info["name"] == job.name and info["group"] == f"{tmp_path.name}/sweep"
     assert (tmp_path / "rep_rate_distortion.png").stat().st_size > 5000
+    table = (tmp_path / "rep.md").read_text().splitlines()
+    assert table[0].startswith("Overrides common to every run: `") and "train.max_steps=8" in table[0]
+    assert [line.split(" | ")[1] for line in table[4:]] == ["objective.kl_weight=0.25", "objective.kl_weight=1.0"]
     # the report's own wandb run holds both figures as images
     (report_run,) = sweep.glob("wandb/offline-run-*")
     images = list(report_run.glob("files/media/images/report/*.png"))

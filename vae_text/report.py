@@ -75,9 +75,15 @@ def row_of(run: Path, root: Path) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The table; overrides every run shares are said once above it, so the column shows what
+    tells the runs apart (the CSV keeps every run's full overrides)."""
+    split = [r["overrides"].split() for r in rows]
+    common = [o for o in split[0] if all(o in s for s in split[1:])] if len(rows) > 1 else []
+    rows = [{**r, "overrides": " ".join(o for o in s if o not in common) or "–"} for r, s in zip(rows, split)]
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
-    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
-             "|" + "|".join("---" if f == "s" else "---:" for _, _, f in cols) + "|"]
+    lines = [f"Overrides common to every run: `{' '.join(common)}`", ""] if common else []
+    lines += ["| " + " | ".join(h for _, h, _ in cols) + " |",
+              "|" + "|".join("---" if f == "s" else "---:" for _, _, f in cols) + "|"]
     for r in rows:
         cells = [format(r[k], f) if k in r else "–" for k, _, f in cols]
         lines.append("| " + " | ".join(cells) + " |")
