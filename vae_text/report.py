@@ -118,16 +118,20 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> None:
         betas = [r["beta"] for r in done]
         by_beta = None not in betas and len(set(betas)) == len(betas)  # a beta sweep
         ax.scatter(kl, rec, color="tab:blue", zorder=3)
-        for r in done:
+        for i, r in enumerate(sorted(done, key=lambda r: r["kl"])):  # neighbours: labels above/below
             label = f"β={r['beta']:g}" if by_beta else r["run"]
-            ax.annotate(label, (r["kl"], r["rec"]), textcoords="offset points", xytext=(5, 4),
-                        fontsize=8)
-        x_lo, x_hi = min(kl + [0.0]) - 0.5, max(kl) * 1.15 + 1.0
+            ax.annotate(label, (r["kl"], r["rec"]), textcoords="offset points",
+                        xytext=(5, 4 if i % 2 == 0 else -11), fontsize=8)
+        wide = max(kl) > 50 * (min(kl) + 1)  # e.g. a beta = 0 job beside collapsed ones: symlog axis
+        x_lo, x_hi = (min(kl + [0.0]) - 0.5, max(kl) * 1.15 + 1.0) if not wide else (0.0, max(kl) * 2)
+        if wide:
+            ax.set_xscale("symlog", linthresh=1.0)
         y_lo, y_hi = min(rec) - 2.0, max(rec) + 2.0
         best = min(a + b for a, b in zip(kl, rec))
+        xs = [x_lo + (x_hi - x_lo) * (i / 400) ** 3 for i in range(401)]  # dense: curved on symlog
         for offset in (0.0, 2.0, 5.0, 10.0, 20.0):  # equal -ELBO (beta = 1): rec = c - KL
             c = best + offset
-            ax.plot([x_lo, x_hi], [c - x_lo, c - x_hi], ls="--", lw=0.8, color="grey", zorder=1)
+            ax.plot(xs, [c - x for x in xs], ls="--", lw=0.8, color="grey", zorder=1)
         ax.text(0.99, 0.98, f"dashed: β = 1 −ELBO = {best:.1f} (best run) + 0, 2, 5, 10, 20 nats",
                 transform=ax.transAxes, ha="right", va="top", fontsize=7, color="grey")
         ax.set_xlim(x_lo, x_hi)
