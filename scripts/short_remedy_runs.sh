@@ -3,7 +3,7 @@
 # every experiment at the seed sizes for 3 epochs (warm-ups shortened to 2 epochs so beta = 1 in
 # the last one), IW-NLL with K = 20 on test, two runs at a time with one thread each. Aggressive
 # training gets 300 outer steps with at most 20 inner steps each (about 3 epochs of compute).
-#   bash scripts/short_remedy_runs.sh [out_dir]     # ~1 hour on 2 CPU cores
+#   bash scripts/short_remedy_runs.sh [out_dir]     # ~1 h 45 min on 2 CPU cores
 set -u
 out=${1:-outputs/remedies}
 common=(train.epochs=3 train.early_stopping=null train.num_threads=1 train.progress=false
@@ -34,6 +34,14 @@ mkdir -p "$out"
   run word_drop   +experiment=ptb model.word_dropout=0.4 $warm
   run aggressive  +experiment=ptb_aggressive objective.schedule.warmup_steps=200 train.max_steps=300 \
                   remedy.aggressive_max_inner=20 remedy.aggressive_check_every=5
+) &
+wait
+(  # about 45 minutes: ~13 encoder steps per decoder step
+  run aggressive_1epoch +experiment=ptb_aggressive train.epochs=1 objective.schedule.warmup_steps=1000 \
+                  remedy.aggressive_max_inner=20 remedy.aggressive_check_every=5
+) &
+(  # issue 7: the annealing recipe on sentencepiece subwords
+  run sentencepiece +experiment=ptb_sentencepiece objective.schedule.warmup_steps=2630
 ) &
 wait
 python -m vae_text.report "$out" --out "$out/report"
