@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The converged PTB results table (results/ptb.md, issue 9): every recipe trained with early
+# stopping on validation and tested with IW-NLL K = 500, two runs at a time with one thread each.
+# Resumable: a run with results.json is skipped, one with checkpoints/last.pt is continued in place.
+#   bash scripts/ptb_results.sh [out_dir] [name ...]     # names: a subset of the recipes below
+set -u
+out=${1:-outputs/ptb9}; shift || true
+common=(train.num_threads=1 train.progress=false train.checkpoint_every=500)
+
+declare -A recipe=(  # name -> experiment and overrides (budget: <= 2.5 h a run on 2 CPU cores)
+  [ptb_lm]="+experiment=ptb_lm"
+  [ptb_free_bits]="+experiment=ptb_free_bits"
+  [ptb]="+experiment=ptb"
+  [ptb_cyclical]="+experiment=ptb_cyclical"
+  [ptb_bn]="+experiment=ptb_bn"
+  [ptb_pretrain_fb]="+experiment=ptb_pretrain_fb"
+  [ptb_ae]="+experiment=ptb_ae"
+  [ptb_aggressive]="+experiment=ptb_aggressive train.epochs=10 remedy.aggressive_max_inner=20 remedy.aggressive_check_every=5"
+  [ptb_large_lm]="+experiment=ptb_large model=lm train.epochs=12"
+)
+order=(ptb_lm ptb_free_bits ptb ptb_cyclical ptb_bn ptb_pretrain_fb ptb_ae ptb_aggressive ptb_large_lm)
+[ $# -gt 0 ] && order=("$@")
+
+run() {  # name
+  local name=$1 dir="$out/$1"
+  [ -f "$dir/results.json" ] && return 0
+  local resume=()
+  [ -f "$dir/checkpoints/last.pt" ] && resume=(train.resume="$dir")
+  # shellcheck disable=SC2086
+  python -m vae_text.train ${recipe[$name]} "${common[@]}" "${resume[@]}" hydra.run.dir="$dir" \
+    >> "$out/$name.log" 2>&1 || echo "run $name failed: see $out/$name.log" >&2
+}
+
+mkdir -p "$out"
+queue() { for name in "$@"; do run "$name"; done; }
+evens=() odds=()
+for i in "${!order[@]}"; do
+  if (( i % 2 == 0 )); then evens+=("${order[$i]}"); else odds+=("${order[$i]}"); fi
+done
+queue "${evens[@]}" &
+queue "${odds[@]}" &
+wait
+python -m vae_text.report "$out" --out "$out/report"
