@@ -130,10 +130,13 @@ def test_slurm_ddp_launcher_composes_and_slurm_tasks_become_ranks(monkeypatch):
 
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("SLURM_NTASKS", "1")
-    monkeypatch.setenv("SLURM_PROCID", "0")
-    assert _slurm_env() == {}  # one task: not distributed
     monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS", raising=False)
+    assert _slurm_env() == {}  # the batch script of an 8-task job, not an srun step: one process
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert _slurm_env() == {}  # a 1-task step: not distributed
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_LOCALID", "1")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")

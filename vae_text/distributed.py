@@ -69,23 +69,29 @@ class Dist:
 
 
 def _collective_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _slurm_env() -> dict[str, str]:
-    """torchrun's variables from SLURM's, for `srun`/submitit jobs with one task per device."""
-    if "SLURM_PROCID" not in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+    """torchrun's variables from SLURM's, inside an `srun` step (submitit runs its tasks that way)
+    with one task per device. The batch script itself is no step: a plain `python` there stays
+    one process whatever --ntasks says."""
+    tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+    if "SLURM_PROCID" not in os.environ or tasks <= 1:
         return {}
-    env = {"RANK": os.environ["SLURM_PROCID"], "WORLD_SIZE": os.environ["SLURM_NTASKS"],
+    env = {"RANK": os.environ["SLURM_PROCID"], "WORLD_SIZE": str(tasks),
            "LOCAL_RANK": os.environ.get("SLURM_LOCALID", "0")}
     if "MASTER_ADDR" not in os.environ:
         try:
             import submitit
 
             env["MASTER_ADDR"] = submitit.JobEnvironment().hostnames[0]
-        except Exception:  # not a submitit job: the first host of the node list
+        except Exception:  # not a submitit job: the node srun was started from
             env["MASTER_ADDR"] = os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1")
-    env.setdefault("MASTER_PORT", os.environ.get("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)))
+    if "MASTER_PORT" not in os.environ:  # one port per job, so two jobs on a node do not collide
+        env["MASTER_PORT"] = str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)
     return env
 
 
