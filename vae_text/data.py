@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -73,6 +73,12 @@ class DataConfig:
     max_len: int | None = None  # training only: longest sentence in tokens (<eos> included)
     long: str = "drop"  # what training does with longer ones: "drop" or "truncate"
     bucket_pool: int = 100  # sort sentences by length within pools of this many batches
+
+    @classmethod
+    def from_saved(cls, data: dict) -> DataConfig:
+        """The data section of a checkpoint's config; keys older versions had are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def __post_init__(self) -> None:
         from vae_text.errors import ConfigError

@@ -19,7 +19,6 @@ import torch
 from omegaconf import DictConfig
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from vae_text.config import section
 from vae_text.data import SPLITS, DataConfig, encode_split, read_split
 from vae_text.errors import ConfigError, VaeTextError
 from vae_text.metrics import EvalConfig, evaluate
@@ -55,8 +54,7 @@ def run(cfg: DictConfig) -> dict:
                           reconstruct=cfg.reconstruct, seed=cfg.seed, progress=cfg.progress)
     path = resolve_checkpoint(cfg.checkpoint)
     model, tokenizer, train_cfg = load_model(path, pick_device(str(cfg.device)))
-    known = {f.name for f in dataclasses.fields(DataConfig)}  # older checkpoints had more keys
-    data = section(DataConfig, {k: v for k, v in train_cfg["data"].items() if k in known}, "data")
+    data = DataConfig.from_saved(train_cfg["data"])
     if cfg.data_dir:
         data = dataclasses.replace(data, dir=cfg.data_dir)
     if cfg.num_threads:

@@ -98,12 +98,9 @@ class TextVAEPipeline:
 
     def sentences(self, split: str = "test") -> list[str]:
         """A split of the corpus the model was trained on (files or `datasets`), one string each."""
-        import dataclasses
-
         from vae_text.data import DataConfig, read_split
 
-        known = {f.name for f in dataclasses.fields(DataConfig)}
-        data = section(DataConfig, {k: v for k, v in self.config["data"].items() if k in known}, "data")
+        data = DataConfig.from_saved(self.config["data"])
         return [" ".join(words) for words in read_split(data, split)[0]]
 
     # --- the latent space -----------------------------------------------------------------------
