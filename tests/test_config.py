@@ -39,6 +39,7 @@ def test_defaults_are_the_founding_design():
     ("+objective.schedule.warmup_stepz=4", "objective.schedule.warmup_stepz"),
     ("optim.lr=0", "optim.lr"),
     ("train.batch_size=0", "train.batch_size"),
+    ("train.max_minutes=0", "train.max_minutes"),
     ("logger.name=tensorboard", "logger.name"),
 ])
 def test_invalid_values_fail_with_the_key_named(override, key):

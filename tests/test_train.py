@@ -51,10 +51,17 @@ def test_language_model_and_autoencoder_baselines_train(corpus_dir, tmp_path):
 
 def test_early_stopping_and_max_steps(corpus_dir, tmp_path):
     r = train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=5")), tmp_path / "a")
-    assert r["steps"] == 5 and r["epochs"] == 0
+    assert r["steps"] == 5 and r["epochs"] == 0 and r["stopped"] == "max_steps"
     r = train(compose_cfg(tiny_overrides(corpus_dir, "train.epochs=30", "train.early_stopping=1",
                                          "optim.lr=0.5")), tmp_path / "b")
-    assert r["epochs"] < 30  # lr 0.5 diverges: validation stops improving
+    assert r["epochs"] < 30 and r["stopped"] == "early_stopping"  # lr 0.5 diverges
+    # the wall-time budget is checked every log_every (5) steps: a spent budget stops at the first
+    r = train(compose_cfg(tiny_overrides(corpus_dir, "train.max_minutes=1e-9")), tmp_path / "c")
+    assert r["steps"] == 5 and r["epochs"] == 0 and r["stopped"] == "max_minutes"
+    assert (tmp_path / "c" / "checkpoints" / "best.pt").exists() and r["test"]["nll_iw"] > 0
+    r = train(compose_cfg(tiny_overrides(corpus_dir, "train.epochs=1", "train.max_minutes=60")),
+              tmp_path / "d")
+    assert r["epochs"] == 1 and r["stopped"] == "epochs"
 
 
 def resume_overrides(corpus_dir, *extra):

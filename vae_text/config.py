@@ -134,6 +134,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (whichever comes first)
     early_stopping: int | None = None  # stop after this many epochs without a better val score
+    max_minutes: float | None = None  # wall-time budget of the run, over all its resumed pieces
     monitor: str = "neg_elbo"  # validation score for best.pt, lr decay, early stopping (or "rec")
     log_every: int = 100  # steps between train/ metric lines
     checkpoint_every: int | None = None  # also save last.pt every N steps (for preemption)
@@ -150,6 +151,9 @@ class TrainConfig:
         for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads"):
             if getattr(self, key) is not None:
                 _positive_int(f"train.{key}", getattr(self, key))
+        m = self.max_minutes
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0):
+            raise ConfigError(f"train.max_minutes={m!r} is invalid: a number of minutes > 0, or null")
 
 
 @dataclass

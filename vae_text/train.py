@@ -187,6 +187,7 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.plan: list = []
+        self.stopped = "epochs"
 
     def _new_optimizer(self) -> None:
         o = self.s.optim
@@ -371,6 +372,7 @@ class Trainer:
         t, split = self.s.train, self.corpus["train"]
         epochs = self.s.remedy.pretrain_epochs + t.epochs  # the AE phase comes first
         done = t.max_steps is not None and self.state.step >= t.max_steps
+        self.stopped = "max_steps" if done else "epochs"  # why training ended, for results.json
         while self.state.epoch < epochs and not done:
             self.plan = plan = batch_plan(split, t.batch_size, shuffle=True, seed=self.s.seed,
                                           epoch=self.state.epoch, pool=self.s.data.bucket_pool)
@@ -393,7 +395,10 @@ class Trainer:
                 if t.checkpoint_every and self.state.step % t.checkpoint_every == 0:
                     self.save("last.pt")
                 if t.max_steps is not None and self.state.step >= t.max_steps:
-                    done = True
+                    done, self.stopped = True, "max_steps"
+                    break
+                if self.state.step % t.log_every == 0 and self.out_of_time():
+                    done, self.stopped = True, "max_minutes"
                     break
             bar.close()
             epoch_end = self.state.batch_in_epoch == len(plan)
@@ -401,10 +406,22 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
             if self.validate(logger, epoch_end):
-                done = True
+                done, self.stopped = True, "early_stopping"
+            if not done and self.out_of_time():
+                done, self.stopped = True, "max_minutes"
             if self.state.pretraining and self.state.epoch >= self.s.remedy.pretrain_epochs:
                 self.end_pretraining()
             self.save("last.pt")
+
+    def out_of_time(self) -> bool:
+        """train.max_minutes spent (rank 0's clock decides, so every rank stops at the same step)."""
+        budget = self.s.train.max_minutes
+        if budget is None:
+            return False
+        over = self.dist.broadcast(self.elapsed() >= 60 * budget)
+        if over:
+            log.info("stopping: the wall-time budget train.max_minutes=%g is spent", budget)
+        return over
 
     def end_pretraining(self) -> None:
         """Li et al. 2019: keep the autoencoder's encoder, start the decoder afresh, train the VAE."""
@@ -539,6 +556,7 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
             "test": test,
             "steps": trainer.state.step,
             "epochs": trainer.state.epoch,
+            "stopped": trainer.stopped,  # epochs | max_steps | early_stopping | max_minutes
             "train_seconds": trainer.elapsed(),
             "device": str(trainer.device),
             "processes": d.world,
