@@ -16,9 +16,14 @@ declare -A recipe=(  # name -> experiment and overrides (budget: <= 2.5 h a run 
   [ptb_pretrain_fb]="+experiment=ptb_pretrain_fb"
   [ptb_ae]="+experiment=ptb_ae"
   [ptb_aggressive]="+experiment=ptb_aggressive train.epochs=10 remedy.aggressive_max_inner=20 remedy.aggressive_check_every=5"
-  [ptb_large_lm]="+experiment=ptb_large model=lm train.epochs=12"
+  # ptb_large sizes (emb/LSTM 256, dropout 0.5): up to 40 epochs, early stopping 4, and a wall-time
+  # budget so that training + the K = 500 test fit in about 2.5 h
+  [ptb_large_lm]="+experiment=ptb_large model=lm train.max_minutes=120"
+  [ptb_large_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim train.max_minutes=110"
+  [ptb_large_pretrain_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim remedy.pretrain_epochs=4 train.max_minutes=110"
 )
-order=(ptb_lm ptb_free_bits ptb ptb_cyclical ptb_bn ptb_pretrain_fb ptb_ae ptb_aggressive ptb_large_lm)
+order=(ptb_lm ptb_free_bits ptb ptb_cyclical ptb_bn ptb_pretrain_fb ptb_ae ptb_aggressive ptb_large_lm
+       ptb_large_fb ptb_large_pretrain_fb)
 [ $# -gt 0 ] && order=("$@")
 
 run() {  # name
