@@ -15,7 +15,7 @@ declare -A recipe=(  # name -> experiment and overrides (budget: <= 2.5 h a run 
   [ptb_bn]="+experiment=ptb_bn"
   [ptb_pretrain_fb]="+experiment=ptb_pretrain_fb"
   [ptb_ae]="+experiment=ptb_ae"
-  [ptb_aggressive]="+experiment=ptb_aggressive train.epochs=10 remedy.aggressive_max_inner=20 remedy.aggressive_check_every=5"
+  [ptb_aggressive]="+experiment=ptb_aggressive remedy.aggressive_max_inner=20 remedy.aggressive_check_every=5 train.max_minutes=120"
   # ptb_large sizes (emb/LSTM 256, dropout 0.5): up to 40 epochs, early stopping 4, and a wall-time
   # budget so that training + the K = 500 test fit in about 2.5 h
   [ptb_large_lm]="+experiment=ptb_large model=lm train.max_minutes=120"

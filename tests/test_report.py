@@ -25,6 +25,7 @@ def test_report_tabulates_finished_and_unfinished_runs(corpus_dir, tmp_path, cap
         for key in ("rec", "kl", "neg_elbo", "nll_iw", "mi", "au"):
             assert float(r[key]) == expected[key], key
     assert rows[2]["rec"] == ""
+    assert [r["status"] for r in rows[:2]] == ["done (step cap)"] * 2  # what ended training
     assert [r["beta"] for r in rows] == ["0.5", "1.0", ""]
     for name in ("rep_rate_distortion.png", "rep_curves.png"):
         data = (tmp_path / name).read_bytes()

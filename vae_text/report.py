@@ -26,6 +26,8 @@ COLUMNS = [  # (key in the row, header, format)
     ("mi", "MI", ".2f"), ("au", "AU", "d"), ("iw_samples", "K", "d"), ("epochs", "epochs", "d"),
     ("train_minutes", "train min", ".1f"), ("status", "status", "s"),
 ]
+STOPPED = {"epochs": "epoch cap", "max_steps": "step cap", "early_stopping": "early stop",
+           "max_minutes": "time budget"}  # results.json's "stopped": what ended training
 
 
 def find_runs(roots: list[Path]) -> list[Path]:
@@ -65,7 +67,9 @@ def row_of(run: Path, root: Path) -> dict:
         res = json.loads(results.read_text())
         row.update({k: v for k, v in json.loads(test.read_text()).items()
                     if isinstance(v, (int, float))})
-        row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60, status="done")
+        stopped = STOPPED.get(res.get("stopped"))
+        row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
+                   status=f"done ({stopped})" if stopped else "done")
     else:
         metrics = run / "metrics.jsonl"
         lines = metrics.read_text().splitlines() if metrics.is_file() else []
