@@ -550,6 +550,7 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
     failed = True
     try:
         trainer.fit(logger)
+        train_seconds = trainer.elapsed()
         test = trainer.test(logger)
         results = {
             f"best_val_{settings.train.monitor}": trainer.state.best,
@@ -557,7 +558,8 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
             "steps": trainer.state.step,
             "epochs": trainer.state.epoch,
             "stopped": trainer.stopped,  # epochs | max_steps | early_stopping | max_minutes
-            "train_seconds": trainer.elapsed(),
+            "train_seconds": train_seconds,  # training and validation, over all resumed pieces
+            "test_seconds": trainer.elapsed() - train_seconds,
             "device": str(trainer.device),
             "processes": d.world,
             "parameters": n_params,
