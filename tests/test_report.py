@@ -17,7 +17,8 @@ def test_report_tabulates_finished_and_unfinished_runs(corpus_dir, tmp_path, cap
     (broken / "config.yaml").write_text("seed: 0\n")
     assert main([str(sweep), "--out", str(tmp_path / "rep")]) == 0
     table = (tmp_path / "rep.md").read_text()
-    assert "not finished" in table and "not finished" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not finished" in table and "not finished" in err and "step cap" not in err
     rows = list(csv.DictReader((tmp_path / "rep.csv").open()))
     assert [r["run"] for r in rows] == [f"objective.kl_weight={b}" for b in ("0.5", "1.0", "2.0")]
     for r in rows[:2]:

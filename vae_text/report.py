@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"wrote {out}.md, {out}.csv, {out}_rate_distortion.png, {out}_curves.png")
     for r in rows:
-        if r["status"] != "done":
+        if not r["status"].startswith("done"):
             print(f"note: {r['run']} is {r['status']}: running, stopped or failed", file=sys.stderr)
     return 0
 
