@@ -40,6 +40,8 @@ def test_defaults_are_the_founding_design():
     ("optim.lr=0", "optim.lr"),
     ("train.batch_size=0", "train.batch_size"),
     ("train.max_minutes=0", "train.max_minutes"),
+    ("optim.clip_norm=-1", "optim.clip_norm"),
+    ("model.bn_gamma=abc", "model.bn_gamma"),
     ("logger.name=tensorboard", "logger.name"),
 ])
 def test_invalid_values_fail_with_the_key_named(override, key):

@@ -48,8 +48,7 @@ class ModelConfig:
         if self.word_dropout_end is not None:
             _fraction("model.word_dropout_end", self.word_dropout_end)
             _positive_int("model.word_dropout_steps", self.word_dropout_steps)
-        if self.bn_gamma is not None and not (isinstance(self.bn_gamma, (int, float)) and self.bn_gamma > 0):
-            raise ConfigError(f"model.bn_gamma={self.bn_gamma!r} is invalid: a scale > 0, or null")
+        _positive_or_null("model.bn_gamma", self.bn_gamma)
         if self.kind == "lm" and self.bn_gamma is not None:
             raise ConfigError("model.bn_gamma is set but model.kind=lm has no latent: unset it")
 
@@ -118,8 +117,7 @@ class OptimConfig:
             raise ConfigError(f"optim.lr={self.lr!r} is invalid: it must be > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optim.betas={list(self.betas)!r} is invalid: two numbers in [0, 1)")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ConfigError(f"optim.clip_norm={self.clip_norm!r} is invalid: > 0, or null")
+        _positive_or_null("optim.clip_norm", self.clip_norm)
         if self.plateau_factor is not None and not 0 < self.plateau_factor < 1:
             raise ConfigError(
                 f"optim.plateau_factor={self.plateau_factor!r} is invalid: in (0, 1), or null"
@@ -151,9 +149,7 @@ class TrainConfig:
         for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads"):
             if getattr(self, key) is not None:
                 _positive_int(f"train.{key}", getattr(self, key))
-        m = self.max_minutes
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0):
-            raise ConfigError(f"train.max_minutes={m!r} is invalid: a number of minutes > 0, or null")
+        _positive_or_null("train.max_minutes", self.max_minutes)
 
 
 @dataclass
@@ -203,6 +199,12 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _positive_int(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}={value!r} is invalid: it must be a positive integer")
+
+
+def _positive_or_null(key: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not value > 0):
+        raise ConfigError(f"{key}={value!r} is invalid: it must be a number > 0, or null")
 
 
 def _fraction(key: str, value: Any) -> None:
