@@ -59,6 +59,15 @@ def test_early_stopping_and_max_steps(corpus_dir, tmp_path):
     r = train(compose_cfg(tiny_overrides(corpus_dir, "train.max_minutes=1e-9")), tmp_path / "c")
     assert r["steps"] == 5 and r["epochs"] == 0 and r["stopped"] == "max_minutes"
     assert (tmp_path / "c" / "checkpoints" / "best.pt").exists() and r["test"]["nll_iw"] > 0
+    # a stopped run killed during its test evaluation resumes to the evaluation, not to training
+    for run, extra in (("b", ("train.epochs=30", "train.early_stopping=1", "optim.lr=0.5")),
+                       ("c", ("train.max_minutes=1e-9",))):
+        before = json.loads((tmp_path / run / "results.json").read_text())
+        again = train(compose_cfg(tiny_overrides(corpus_dir, *extra,
+                                                 f"train.resume={tmp_path / run}")), tmp_path / run)
+        assert (again["steps"], again["epochs"], again["stopped"]) == (
+            before["steps"], before["epochs"], before["stopped"])
+        assert again["test"]["neg_elbo"] == pytest.approx(before["test"]["neg_elbo"])
     r = train(compose_cfg(tiny_overrides(corpus_dir, "train.epochs=1", "train.max_minutes=60")),
               tmp_path / "d")
     assert r["epochs"] == 1 and r["stopped"] == "epochs"

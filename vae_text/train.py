@@ -371,8 +371,8 @@ class Trainer:
     def fit(self, logger: MetricsLogger) -> None:
         t, split = self.s.train, self.corpus["train"]
         epochs = self.s.remedy.pretrain_epochs + t.epochs  # the AE phase comes first
-        done = t.max_steps is not None and self.state.step >= t.max_steps
-        self.stopped = "max_steps" if done else "epochs"  # why training ended, for results.json
+        self.stopped = self.already_stopped() or "epochs"  # why training ended, for results.json
+        done = self.stopped != "epochs"
         while self.state.epoch < epochs and not done:
             self.plan = plan = batch_plan(split, t.batch_size, shuffle=True, seed=self.s.seed,
                                           epoch=self.state.epoch, pool=self.s.data.bucket_pool)
@@ -412,6 +412,20 @@ class Trainer:
             if self.state.pretraining and self.state.epoch >= self.s.remedy.pretrain_epochs:
                 self.end_pretraining()
             self.save("last.pt")
+
+    def already_stopped(self) -> str | None:
+        """Why a resumed run has nothing left to train (None: train on).
+
+        A run stopped by its step cap, its wall-time budget or early stopping, and killed before
+        its test evaluation finished, resumes straight to that evaluation instead of training on.
+        """
+        t = self.s.train
+        if t.max_steps is not None and self.state.step >= t.max_steps:
+            return "max_steps"
+        if (t.early_stopping is not None and not self.state.pretraining
+                and self.state.bad_epochs >= t.early_stopping):
+            return "early_stopping"
+        return "max_minutes" if self.state.step > 0 and self.out_of_time() else None
 
     def out_of_time(self) -> bool:
         """train.max_minutes spent (rank 0's clock decides, so every rank stops at the same step)."""
