@@ -47,6 +47,8 @@ def test_language_model_and_autoencoder_baselines_train(corpus_dir, tmp_path):
     ae = train(compose_cfg(tiny_overrides(corpus_dir, "model=ae", "objective.kl_weight=0",
                                           "train.epochs=1")), tmp_path / "ae")
     assert ae["test"]["rec"] < lm["test"]["rec"] + 20  # trains; rec is finite and sane
+    # z = mu has no likelihood to bound: rec and MI, no IW-NLL (smoke asks for K = 10)
+    assert "nll_iw" not in ae["test"] and {"mi", "au"} <= ae["test"].keys()
 
 
 def test_early_stopping_and_max_steps(corpus_dir, tmp_path):

@@ -3,7 +3,8 @@
     python -m vae_text.evaluate checkpoint=outputs/ptb_main split=test iw_samples=500
 
 Prints a table and writes `eval_<split>.json` into the run directory. Works for VAEs (IW-NLL, MI,
-AU, reconstructions) and the language-model baseline (exact NLL) alike.
+AU, reconstructions), the language-model baseline (exact NLL) and the deterministic autoencoder
+(rec, MI, AU, reconstructions; z = mu bounds no likelihood, so no IW-NLL) alike.
 """
 
 from __future__ import annotations

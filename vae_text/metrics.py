@@ -171,7 +171,8 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     model.eval()
     device = next(model.parameters()).device
     plan = batch_plan(split, cfg.batch_size, shuffle=False)[dist.rank::dist.world]
-    do_iw = model.has_latent and cfg.iw_samples > 0
+    # a deterministic code (z = mu: the autoencoder) has no likelihood to bound: no IW-NLL
+    do_iw = model.has_latent and not model.use_mean and cfg.iw_samples > 0
     do_recon = full and model.has_latent and cfg.reconstruct and tokenizer is not None
 
     rec_sum = torch.zeros((), dtype=torch.float64)
