@@ -2,7 +2,7 @@ import csv
 import json
 
 from conftest import compose_cfg, tiny_overrides
-from vae_text.report import main
+from vae_text.report import main, plot_rate_distortion, row_of
 from vae_text.train import train
 
 
@@ -34,6 +34,9 @@ def test_report_tabulates_finished_and_unfinished_runs(corpus_dir, tmp_path, cap
         import matplotlib.image
 
         assert matplotlib.image.imread(tmp_path / name).shape[2] in (3, 4)
+    # every finished run is a point on the figure (whatever ended its training), the broken one not
+    finished = [row_of(sweep / r["run"], sweep) for r in rows]
+    assert sorted(plot_rate_distortion(finished, tmp_path / "rd.png")) == ["β=0.5", "β=1"]
 
 
 def test_report_bad_directory(tmp_path, capsys):

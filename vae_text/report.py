@@ -107,14 +107,21 @@ def history(run: Path, keys=("train/rec", "train/kl", "train/beta")) -> dict[str
     return out
 
 
-def plot_rate_distortion(rows: list[dict], path: Path) -> None:
-    """KL (rate) against rec (distortion) per finished run, with beta = 1 ELBO iso-lines."""
+def is_done(row: dict) -> bool:
+    """A run with a test evaluation: status "done" or "done (<what ended training>)"."""
+    return row["status"].startswith("done")
+
+
+def plot_rate_distortion(rows: list[dict], path: Path) -> list[str]:
+    """KL (rate) against rec (distortion) per finished run, with beta = 1 ELBO iso-lines.
+    Returns the point labels drawn, in order of KL."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r["status"] == "done"]
+    done = [r for r in rows if is_done(r)]
+    labels = []
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if done:
         kl = [r["kl"] for r in done]
@@ -124,6 +131,7 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> None:
         ax.scatter(kl, rec, color="tab:blue", zorder=3)
         for i, r in enumerate(sorted(done, key=lambda r: r["kl"])):  # neighbours: labels above/below
             label = f"β={r['beta']:g}" if by_beta else r["run"]
+            labels.append(label)
             ax.annotate(label, (r["kl"], r["rec"]), textcoords="offset points",
                         xytext=(5, 4 if i % 2 == 0 else -11), fontsize=8)
         wide = max(kl) > 50 * (min(kl) + 1)  # e.g. a beta = 0 job beside collapsed ones: symlog axis
@@ -145,6 +153,7 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return labels
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"wrote {out}.md, {out}.csv, {out}_rate_distortion.png, {out}_curves.png")
     for r in rows:
-        if not r["status"].startswith("done"):
+        if not is_done(r):
             print(f"note: {r['run']} is {r['status']}: running, stopped or failed", file=sys.stderr)
     return 0
 
