@@ -20,7 +20,7 @@ declare -A recipe=(  # name -> experiment and overrides (budget: <= 2.5 h a run 
   # budget so that training + the K = 500 test fit in about 2.5 h
   [ptb_large_lm]="+experiment=ptb_large model=lm train.max_minutes=120"
   [ptb_large_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim train.max_minutes=110"
-  [ptb_large_pretrain_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim remedy.pretrain_epochs=4 train.max_minutes=110"
+  [ptb_large_pretrain_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim remedy.pretrain_epochs=4 train.max_minutes=100"
 )
 order=(ptb_lm ptb_free_bits ptb ptb_cyclical ptb_bn ptb_pretrain_fb ptb_ae ptb_aggressive ptb_large_lm
        ptb_large_fb ptb_large_pretrain_fb)
