@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from vae_text.model import TextVAE
+from vae_text.model import TextVAE, initialize
 
 
 def encoder_parameters(model: TextVAE) -> Iterator[nn.Parameter]:
@@ -62,9 +62,7 @@ def aggressive_encoder_updates(model: TextVAE, optimizer: torch.optim.Optimizer,
     return steps
 
 
-@torch.no_grad()
-def reinitialize_decoder(model: TextVAE) -> None:
-    """Fresh random weights for every layer of the decoder (the encoder keeps what it learnt)."""
-    for module in model.decoder.modules():
-        if module is not model.decoder and hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+def reinitialize_decoder(model: TextVAE, scheme: str = "default") -> None:
+    """Fresh random weights for every layer of the decoder (the encoder keeps what it learnt),
+    drawn as the model's own init (`model.init`) drew them."""
+    initialize(model.decoder, scheme)

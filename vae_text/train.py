@@ -48,8 +48,9 @@ from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import CheckpointError, ConfigError, VaeTextError
 from vae_text.logger import LoggerConfig, MetricsLogger, SilentLogger
 from vae_text.metrics import EvalConfig, evaluate
-from vae_text.model import TextVAE, word_dropout_rate
+from vae_text.model import TextVAE, initialize, word_dropout_rate
 from vae_text.objective import kl_weight, shard_elbo_loss
+from vae_text.optim import build_optimizer, plateau_rule, set_lr
 from vae_text.remedies import aggressive_encoder_updates, reinitialize_decoder, update_only
 from vae_text.tokenizer import TokenizerConfig
 
@@ -135,7 +136,10 @@ def pick_device(name: str) -> torch.device:
 
 def build_model(settings: ModelConfig, tokenizer: Tokenizer) -> TextVAE:
     t = tokenizer
-    return TextVAE(settings, len(t), t.pad_id, t.bos_id, t.eos_id, t.unk_id)
+    model = TextVAE(settings, len(t), t.pad_id, t.bos_id, t.eos_id, t.unk_id)
+    if settings.init != "default":
+        initialize(model, settings.init)
+    return model
 
 
 def rng_state() -> dict:
@@ -190,13 +194,8 @@ class Trainer:
         self.stopped = "epochs"
 
     def _new_optimizer(self) -> None:
-        o = self.s.optim
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=o.betas,
-                                          weight_decay=o.weight_decay)
-        self.plateau = None
-        if o.plateau_factor is not None:
-            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, factor=o.plateau_factor, patience=o.plateau_patience, min_lr=o.min_lr)
+        self.optimizer = build_optimizer(self.model.parameters(), self.s.optim)
+        self.plateau = plateau_rule(self.s.optim)
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -333,15 +332,16 @@ class Trainer:
         return {**stats, "beta": beta, "inner_steps": inner, "tokens": batch.num_tokens,
                 "sentences": len(batch)}
 
-    def validate(self, logger: MetricsLogger, epoch_end: bool) -> bool:
-        """Evaluate on valid, keep the best weights; returns True when training should stop."""
+    def validate(self, logger: MetricsLogger, epoch_end: bool) -> str | None:
+        """Evaluate on valid, keep the best weights, decay the lr on a plateau; returns why
+        training should stop now (None: go on)."""
         cfg = dataclasses.replace(self.s.eval, iw_samples=self.s.eval.val_iw_samples, progress=False)
         metrics = evaluate(self.model, self.corpus["valid"], cfg=cfg, full=False, dist=self.dist)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.state.pretraining:  # the autoencoder's -ELBO is no model-selection score
             logger.log({f"val/{k}": v for k, v in metrics.items()} | {"val/pretraining": 1},
                        self.state.step, self.state.epoch)
-            return False
+            return None
         if self.state.aggressive and epoch_end:
             if "mi" in metrics and metrics["mi"] < self.state.best_mi:
                 self.state.aggressive = False
@@ -355,18 +355,41 @@ class Trainer:
         if improved:
             self.state.best = score
             self.save("best.pt")
-        stop = False
+        stop = None
         if epoch_end:  # a mid-epoch stop must not change the lr or patience a resumed run will see
             self.state.bad_epochs = 0 if improved else self.state.bad_epochs + 1
-            if self.plateau is not None:
-                self.plateau.step(score)
+            if self.plateau is not None and self.plateau.step(score, self.state.epoch):
+                self.decay_lr()
             patience = self.s.train.early_stopping
-            stop = patience is not None and self.state.bad_epochs >= patience
+            if patience is not None and self.state.bad_epochs >= patience:
+                stop = "early_stopping"
+                log.info("early stopping: no better validation %s for %d epochs",
+                         self.s.train.monitor, self.state.bad_epochs)
+            if self.out_of_lr_decays():
+                stop = "lr_decays"
         logger.log({f"val/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
-        if stop:
-            log.info("early stopping: no better validation %s for %d epochs", self.s.train.monitor,
-                     self.state.bad_epochs)
         return stop
+
+    def decay_lr(self) -> None:
+        """The plateau rule fired: a smaller lr, from the best weights if so configured (a fresh
+        optimizer then, as the papers' code makes one)."""
+        lr = self.plateau.next_lr(self.optimizer.param_groups[0]["lr"])
+        if self.s.optim.plateau_reload_best:
+            best = self.run_dir / CHECKPOINT_DIR / "best.pt"
+            self.dist.barrier()  # rank 0 has written it
+            self.model.load_state_dict(load_checkpoint(best, map_location=self.device)["model"])
+            self.optimizer = build_optimizer(self.model.parameters(), self.s.optim, lr)
+        else:
+            set_lr(self.optimizer, lr)
+        log.info("lr decay %d: lr %.4g%s", self.plateau.decays, lr,
+                 ", from the best weights" if self.s.optim.plateau_reload_best else "")
+
+    def out_of_lr_decays(self) -> bool:
+        n = self.s.train.max_lr_decays
+        if n is None or self.plateau is None or self.plateau.decays < n:
+            return False
+        log.info("stopping: the lr has been decayed %d times (train.max_lr_decays)", n)
+        return True
 
     def fit(self, logger: MetricsLogger) -> None:
         t, split = self.s.train, self.corpus["train"]
@@ -405,8 +428,9 @@ class Trainer:
             if epoch_end:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
-            if self.validate(logger, epoch_end):
-                done, self.stopped = True, "early_stopping"
+            stop = self.validate(logger, epoch_end)
+            if stop is not None:
+                done, self.stopped = True, stop
             if not done and self.out_of_time():
                 done, self.stopped = True, "max_minutes"
             if self.state.pretraining and self.state.epoch >= self.s.remedy.pretrain_epochs:
@@ -425,6 +449,8 @@ class Trainer:
         if (t.early_stopping is not None and not self.state.pretraining
                 and self.state.bad_epochs >= t.early_stopping):
             return "early_stopping"
+        if self.out_of_lr_decays():
+            return "lr_decays"
         return "max_minutes" if self.state.step > 0 and self.out_of_time() else None
 
     def out_of_time(self) -> bool:
@@ -442,7 +468,7 @@ class Trainer:
         self.save("pretrained.pt")
         with torch.random.fork_rng(devices=[]):  # the same fresh decoder on every rank
             torch.manual_seed(self.s.seed + self.state.step)
-            reinitialize_decoder(self.model)
+            reinitialize_decoder(self.model, self.s.model.init)
         self._new_optimizer()
         self.state.pretraining = False
         self.state.phase_start = self.state.step
@@ -571,7 +597,7 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
             "test": test,
             "steps": trainer.state.step,
             "epochs": trainer.state.epoch,
-            "stopped": trainer.stopped,  # epochs | max_steps | early_stopping | max_minutes
+            "stopped": trainer.stopped,  # epochs | max_steps | early_stopping | max_minutes | lr_decays
             "train_seconds": train_seconds,  # training and validation, over all resumed pieces
             "test_seconds": trainer.elapsed() - train_seconds,
             "device": str(trainer.device),
