@@ -69,7 +69,7 @@ class ObjectiveConfig:
     kl_weight: float = 1.0  # beta: the weight the schedule rises to (the sweep key)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     free_bits: float = 0.0  # nats the KL may use for free (0: off); the reported KL is the true KL
-    free_bits_mode: str = "dim"  # "dim": budget / Z per dimension (Li et al.); "sentence"
+    free_bits_mode: str = "dim"  # "dim": batch mean per dimension; "sentence"; "element" (Li et al.)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kl_weight, (int, float)) or self.kl_weight < 0:
@@ -78,7 +78,7 @@ class ObjectiveConfig:
             )
         if not isinstance(self.free_bits, (int, float)) or self.free_bits < 0:
             raise ConfigError(f"objective.free_bits={self.free_bits!r} is invalid: nats >= 0")
-        _choice("objective.free_bits_mode", self.free_bits_mode, ("dim", "sentence"))
+        _choice("objective.free_bits_mode", self.free_bits_mode, ("dim", "sentence", "element"))
         from vae_text.objective import SCHEDULES  # late import: objective imports nothing of ours
 
         if self.schedule.name not in SCHEDULES:

@@ -205,6 +205,15 @@ class TextVAE(nn.Module):
         return Output(rec, gaussian_kl(mu, logvar), mu, logvar)
 
 
+def build_model(cfg: ModelConfig, tokenizer) -> TextVAE:
+    """The one way to make a model: from its config and the tokenizer's vocabulary."""
+    t = tokenizer
+    model = TextVAE(cfg, len(t), t.pad_id, t.bos_id, t.eos_id, t.unk_id)
+    if cfg.init != "default":
+        initialize(model, cfg.init)
+    return model
+
+
 @torch.no_grad()
 def initialize(module: nn.Module, scheme: str) -> None:
     """Re-initialise every weight of `module` by `scheme` ("default": each layer's own
