@@ -153,3 +153,26 @@ def test_every_experiment_runs_a_few_steps_on_a_tiny_corpus(name, corpus_dir, tm
         overrides.append("tokenizer.vocab_size=30")
     results = train(compose_cfg(overrides), tmp_path / "run")
     assert results["steps"] >= 3 and (tmp_path / "run" / "eval_test.json").is_file()
+
+
+def test_pretraining_to_convergence_ends_its_phase_on_lr_decays(corpus_dir, tmp_path):
+    # The published recipe: the autoencoder phase is a run of its own (best val rec, the lr
+    # plateau rule) that ends at its lr decays, well before its epoch cap; the VAE phase then has
+    # its own train.epochs and its own decays.
+    run = tmp_path / "run"
+    results = train(compose_cfg(tiny_overrides(
+        corpus_dir, "remedy.pretrain_epochs=30", "remedy.pretrain_converge=true",
+        "optim=sgd", "optim.lr=2.0", "optim.plateau_factor=0.5", "optim.plateau_patience=0",
+        "optim.plateau_reload_best=true", "train.max_lr_decays=1", "train.epochs=3",
+        "eval.iw_samples=0")), run)
+    ae = load_checkpoint(run, "pretrained.pt")
+    ae_epochs = ae["state"]["epoch"]
+    assert 1 <= ae_epochs < 30
+    assert ae_epochs < results["epochs"] <= ae_epochs + 3
+    rows = [r for r in records(run) if "val/rec" in r]
+    pre = [r for r in rows if r.get("val/pretraining")]
+    assert len(pre) == ae_epochs and len(rows) == results["epochs"]
+    # the phase went on from its best autoencoder: the saved encoder is the best val rec's
+    best_rec = min(r["val/rec"] for r in pre)
+    assert best_rec < pre[-1]["val/rec"] or pre[-1]["val/rec"] == best_rec
+    assert [r["val/lr"] for r in pre][0] == 2.0 and rows[ae_epochs]["val/lr"] == 2.0  # fresh VAE lr

@@ -173,6 +173,8 @@ class RemedyConfig:
     aggressive_max_inner: int = 100  # cap of the inner loop
     aggressive_check_every: int = 10  # inner steps between two checks of the encoder's loss
     pretrain_epochs: int = 0  # Li et al. 2019: autoencoder epochs (beta = 0, z = mu) first
+    pretrain_converge: bool = False  # the AE phase as a run of its own: best val rec, lr plateau
+    # rule, ending at train.max_lr_decays decays (or pretrain_epochs); the VAE starts from its best
 
     def __post_init__(self) -> None:
         _positive_int("remedy.aggressive_max_inner", self.aggressive_max_inner)
