@@ -19,8 +19,7 @@ from vae_text.model import TextVAE
 
 
 def encoder_parameters(model: TextVAE) -> Iterator[nn.Parameter]:
-    yield from model.encoder.parameters()
-    yield from model.head.parameters()
+    return model.encoder_parameters()
 
 
 def update_only(model: TextVAE, part: str) -> None:

@@ -38,7 +38,6 @@ from vae_text.data import (
     Batch,
     Corpus,
     DataConfig,
-    Tokenizer,
     batch_plan,
     collate,
     iterate,
@@ -48,7 +47,7 @@ from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import CheckpointError, ConfigError, VaeTextError
 from vae_text.logger import LoggerConfig, MetricsLogger, SilentLogger
 from vae_text.metrics import EvalConfig, evaluate
-from vae_text.model import TextVAE, word_dropout_rate
+from vae_text.model import build_model, word_dropout_rate
 from vae_text.objective import kl_weight, shard_elbo_loss
 from vae_text.remedies import aggressive_encoder_updates, reinitialize_decoder, update_only
 from vae_text.tokenizer import TokenizerConfig
@@ -131,11 +130,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available here: use device=auto or cpu")
     return device
-
-
-def build_model(settings: ModelConfig, tokenizer: Tokenizer) -> TextVAE:
-    t = tokenizer
-    return TextVAE(settings, len(t), t.pad_id, t.bos_id, t.eos_id, t.unk_id)
 
 
 def rng_state() -> dict:
@@ -266,7 +260,7 @@ class Trainer:
         """
         B, d, o = len(batch), self.dist, self.s.objective
         g = torch.Generator().manual_seed(noise_seed)
-        eps = torch.randn(B, self.model.latent_size, generator=g) if self.model.has_latent else None
+        eps = torch.randn(B, self.model.noise_size, generator=g) if self.model.has_latent else None
         word_noise = torch.rand(batch.tokens.shape, generator=g) if self.model.word_dropout_rate > 0 else None
         rows, share = d.rows(B), 1.0
         if rows.start == rows.stop:  # fewer sentences than ranks: take part with a zero loss
