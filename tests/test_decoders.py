@@ -146,3 +146,14 @@ def test_a_decoder_registered_from_outside_trains_evaluates_and_decodes(corpus_d
     assert isinstance(vae.model.decoder, _Bigram) and vae.model.decoder.embed.embedding_dim == 10
     for strategy in ("greedy", "beam", "top_p"):
         assert len(vae.sample(3, strategy, seed=0, max_len=12)) == 3
+
+
+def test_state_dict_keys_are_those_of_checkpoints_written_before_the_registries():
+    m = model(bn_gamma=0.6, decoder_layers=2)
+    lstm = lambda prefix, layers: [f"{prefix}.lstm.{w}_l{i}" for i in range(layers)  # noqa: E731
+                                   for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert list(m.state_dict()) == [
+        "encoder.embed.weight", *lstm("encoder", 1), "head.linear.weight", "head.linear.bias",
+        "head.mu_bn.weight", "head.mu_bn.bias", "head.mu_bn.running_mean", "head.mu_bn.running_var",
+        "head.mu_bn.num_batches_tracked", "decoder.embed.weight", *lstm("decoder", 2),
+        "decoder.init_state.weight", "decoder.init_state.bias", "decoder.proj.weight", "decoder.proj.bias"]

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from vae_text.config import ModelConfig
-from vae_text.generate import DecodeConfig, decode, filter_logits, greedy_decode
 from vae_text.data import Vocab
+from vae_text.generate import DecodeConfig, decode, filter_logits, greedy_decode
 from vae_text.model import build_model
 
 V = 17  # batch 6, embed 7, encoder 9, latent 5, decoder 11

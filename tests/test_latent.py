@@ -263,3 +263,12 @@ def test_output_carries_the_posterior_and_its_sample():
     assert dataclasses.is_dataclass(out.posterior)
     torch.testing.assert_close(out.z, out.posterior.mean)  # eps = 0
     torch.testing.assert_close(out.kl, out.posterior.kl(model.prior))
+
+
+def test_kl_per_dimension_plot_needs_a_closed_form():
+    from vae_text.viz import plot_kl_per_dim
+
+    ax = plot_kl_per_dim(gaussian(), StandardNormal(Z))
+    assert [p.get_height() for p in ax.patches] == pytest.approx(gaussian().kl(StandardNormal(Z)).mean(0).tolist())
+    with pytest.raises(ValueError, match="no closed-form KL per dimension"):
+        plot_kl_per_dim(gaussian(), _ScaledNormal(Z, scale=2.0))

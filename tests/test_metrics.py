@@ -5,6 +5,7 @@ import torch
 
 from vae_text.config import ModelConfig
 from vae_text.data import BOS, EOS, PAD, UNK, DataConfig, Vocab, collate, encode_split, load_corpus
+from vae_text.latent import DiagonalGaussian
 from vae_text.metrics import (
     EvalConfig,
     active_units,
@@ -12,7 +13,6 @@ from vae_text.metrics import (
     iw_log_likelihood,
     mutual_information,
 )
-from vae_text.latent import DiagonalGaussian
 from vae_text.model import build_model
 
 WORDS = ["a", "b", "c"]  # vocabulary 4 specials + 3 = 7
