@@ -6,7 +6,8 @@ import torch
 from conftest import CONF, compose_cfg, tiny_overrides
 from vae_text.checkpoint import load_checkpoint
 from vae_text.config import ModelConfig
-from vae_text.model import TextVAE, word_dropout_rate
+from vae_text.data import Vocab
+from vae_text.model import build_model, word_dropout_rate
 from vae_text.remedies import (
     aggressive_encoder_updates,
     encoder_parameters,
@@ -16,12 +17,13 @@ from vae_text.remedies import (
 from vae_text.train import train
 
 V = 19
+VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(V - 4)])
 
 
 def model_and_batch(**kw):
     torch.manual_seed(0)
-    model = TextVAE(ModelConfig(embed_size=7, encoder_hidden=9, latent_size=5, decoder_hidden=11,
-                                **kw), V)
+    model = build_model(ModelConfig(embed_size=7, encoder_hidden=9, latent_size=5, decoder_hidden=11,
+                                    **kw), VOCAB)
     lengths = torch.tensor([4, 6, 3, 5, 2, 6, 4, 3])  # batch 8
     tokens = torch.zeros(8, 6, dtype=torch.long)
     for i, n in enumerate(lengths.tolist()):
@@ -43,7 +45,7 @@ def test_bn_vae_batch_mu_has_the_configured_mean_and_scale():
     with torch.no_grad():
         model.head.mu_bn.bias.fill_(0.25)
         model.head.linear.weight.mul_(50)  # pre-BN spread >> BatchNorm's eps
-    mu, _ = model.train().encode(tokens, lengths)
+    mu = model.train().encode(tokens, lengths).mean
     torch.testing.assert_close(mu.mean(0), torch.full((5,), 0.25), atol=1e-5, rtol=0)
     torch.testing.assert_close(mu.var(0, unbiased=False), torch.full((5,), 0.36), atol=1e-3, rtol=0)
     assert not model.head.mu_bn.weight.requires_grad  # gamma is fixed, the shift is learnt

@@ -33,8 +33,7 @@ log = logging.getLogger("vae_text")
 
 
 def encoder_parameters(model: TextVAE) -> Iterator[nn.Parameter]:
-    yield from model.encoder.parameters()
-    yield from model.head.parameters()
+    return model.encoder_parameters()
 
 
 def update_only(model: TextVAE, part: str) -> None:

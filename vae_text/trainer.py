@@ -143,7 +143,7 @@ class Trainer:
         """
         B, d, o = len(batch), self.dist, self.s.objective
         g = torch.Generator().manual_seed(noise_seed)
-        eps = torch.randn(B, self.model.latent_size, generator=g) if self.model.has_latent else None
+        eps = torch.randn(B, self.model.noise_size, generator=g) if self.model.has_latent else None
         word_noise = torch.rand(batch.tokens.shape, generator=g) if self.model.word_dropout_rate > 0 else None
         rows, share = d.rows(B), 1.0
         if rows.start == rows.stop:  # fewer sentences than ranks: take part with a zero loss
