@@ -59,7 +59,7 @@ def test_empty_file_is_an_error(tmp_path):
 
 def test_missing_directory_without_hub(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        load_corpus(config(tmp_path / "nowhere"))
+        load_corpus(config(tmp_path / "nowhere", hub=None))
 
 
 def test_missing_split_file_names_it(corpus_dir):

@@ -13,12 +13,13 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from vae_text.config import SPLITS, DataConfig, HubConfig
 from vae_text.errors import ConfigError, DataError
 from vae_text.tokenizer import (
     BOS,
@@ -33,73 +34,12 @@ from vae_text.tokenizer import (
     tokenizer_from_state,
 )
 
-__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer"]  # re-exported for callers of data
+__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer",  # re-exported for callers of data
+           "SPLITS", "DataConfig", "HubConfig"]
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 CACHE_VERSION = 2
-
-
-@dataclass
-class HubConfig:
-    """Where to fetch the corpus with Hugging Face `datasets` when `dir` is missing (null: never)."""
-
-    id: str
-    config: str | None = None
-    revision: str | None = None
-    column: str = "text"
-    splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})
-
-
-@dataclass
-class DataConfig:
-    source: str = "files"  # "files": dir/files (data=ptb, data=text); "hf": a `datasets` dataset
-    name: str = "ptb"  # files: a label for the cache; hf: the dataset (hub id, or "text" etc.)
-    cache_dir: str = "data/cache"
-    # source=files
-    dir: str = "data/ptb"
-    files: dict[str, str] = field(default_factory=lambda: {s: f"ptb.{s}.txt" for s in SPLITS})
-    hub: HubConfig | None = None  # fetched into `dir` when it is missing
-    # source=hf: load_dataset(name, config, data_dir=, data_files=, revision=)[splits[s]][column]
-    config: str | None = None
-    data_dir: str | None = None
-    data_files: dict[str, str] | None = None
-    revision: str | None = None
-    column: str = "text"
-    splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})
-    # what is used
-    max_sentences: int | None = None  # use only the first N sentences of each split (smoke runs)
-    max_len: int | None = None  # training only: longest sentence in tokens (<eos> included)
-    long: str = "drop"  # what training does with longer ones: "drop" or "truncate"
-    bucket_pool: int = 100  # sort sentences by length within pools of this many batches
-
-    @classmethod
-    def from_saved(cls, data: dict) -> DataConfig:
-        """The data section of a checkpoint's config; keys older versions had are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def __post_init__(self) -> None:
-        from vae_text.errors import ConfigError
-
-        if isinstance(self.hub, dict):
-            self.hub = HubConfig(**self.hub)
-        if self.source not in ("files", "hf"):
-            raise ConfigError(f"data.source={self.source!r} is invalid: files or hf")
-        if set(self.files) != set(SPLITS):
-            raise ConfigError(f"data.files must name exactly the splits {list(SPLITS)}")
-        if set(self.splits) != set(SPLITS):
-            raise ConfigError(f"data.splits must map exactly the splits {list(SPLITS)} to the "
-                              f"dataset's split names")
-        for key in ("max_sentences", "max_len"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value <= 1):
-                raise ConfigError(f"data.{key}={value!r} is invalid: an integer > 1 or null")
-        if self.long not in ("drop", "truncate"):
-            raise ConfigError(f"data.long={self.long!r} is invalid: drop or truncate")
-        if not isinstance(self.bucket_pool, int) or self.bucket_pool < 1:
-            raise ConfigError(f"data.bucket_pool={self.bucket_pool!r} is invalid: an integer >= 1")
 
 
 @dataclass

@@ -26,18 +26,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
-from vae_text.config import (
-    ModelConfig,
-    ObjectiveConfig,
-    OptimConfig,
-    RemedyConfig,
-    TrainConfig,
-    section,
-)
+from vae_text.config import LoggerConfig, ModelConfig, TrainRunConfig, hydra_entry
 from vae_text.data import (
     Batch,
     Corpus,
-    DataConfig,
     Tokenizer,
     batch_plan,
     collate,
@@ -46,66 +38,13 @@ from vae_text.data import (
 )
 from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import CheckpointError, ConfigError, VaeTextError
-from vae_text.logger import LoggerConfig, MetricsLogger, SilentLogger
-from vae_text.metrics import EvalConfig, evaluate
+from vae_text.logger import MetricsLogger, SilentLogger
+from vae_text.metrics import evaluate
 from vae_text.model import TextVAE, word_dropout_rate
 from vae_text.objective import kl_weight, shard_elbo_loss
 from vae_text.remedies import aggressive_encoder_updates, reinitialize_decoder, update_only
-from vae_text.tokenizer import TokenizerConfig
 
 log = logging.getLogger("vae_text")
-
-
-@dataclass
-class Settings:
-    """The whole config, typed and validated: built before any data is read."""
-
-    model: ModelConfig
-    objective: ObjectiveConfig
-    optim: OptimConfig
-    train: TrainConfig
-    data: DataConfig
-    tokenizer: TokenizerConfig
-    logger: LoggerConfig
-    eval: EvalConfig
-    remedy: RemedyConfig
-    seed: int
-    device: str
-
-    @classmethod
-    def from_cfg(cls, cfg: DictConfig) -> Settings:
-        known = {"model", "objective", "optim", "train", "data", "tokenizer", "logger", "eval", "remedy",
-                 "seed", "device"}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"{unknown[0]} is not a known top-level key: valid keys are {sorted(known)}")
-        if not isinstance(cfg.get("seed"), int):
-            raise ConfigError(f"seed={cfg.get('seed')!r} is invalid: it must be an integer")
-        device = str(cfg.get("device", "auto"))
-        if device != "auto" and not device.startswith(("cpu", "cuda", "mps")):
-            raise ConfigError(f"device={device!r} is invalid: auto, cpu, cuda, cuda:N or mps")
-        return cls(
-            model=section(ModelConfig, cfg.get("model"), "model"),
-            objective=section(ObjectiveConfig, cfg.get("objective"), "objective"),
-            optim=section(OptimConfig, cfg.get("optim"), "optim"),
-            train=section(TrainConfig, cfg.get("train"), "train"),
-            data=section(DataConfig, cfg.get("data"), "data"),
-            tokenizer=section(TokenizerConfig, cfg.get("tokenizer"), "tokenizer"),
-            logger=section(LoggerConfig, cfg.get("logger"), "logger"),
-            eval=dataclasses.replace(section(EvalConfig, cfg.get("eval"), "eval"), seed=cfg.seed,
-                                     progress=bool(cfg.get("train", {}).get("progress", True))),
-            remedy=section(RemedyConfig, cfg.get("remedy"), "remedy"),
-            seed=cfg.seed,
-            device=device,
-        ).check()
-
-    def check(self) -> Settings:
-        """Checks across sections."""
-        r = self.remedy
-        if self.model.kind == "lm" and (r.aggressive or r.pretrain_epochs):
-            raise ConfigError("remedy.aggressive / remedy.pretrain_epochs need a latent: "
-                              "model.kind=lm has none")
-        return self
 
 
 @dataclass
@@ -159,7 +98,7 @@ def _as_tuple(x):
 class Trainer:
     """Owns the model, optimizer and loop state of one run."""
 
-    def __init__(self, cfg: DictConfig, settings: Settings, run_dir: Path, dist: Dist | None = None,
+    def __init__(self, cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, dist: Dist | None = None,
                  device: torch.device | None = None):
         self.cfg, self.s, self.run_dir = cfg, settings, run_dir
         self.dist = dist or Dist()
@@ -512,7 +451,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     Started by torchrun, each process trains its share of every batch (`vae_text.distributed`);
     rank 0 alone writes the run directory.
     """
-    settings = Settings.from_cfg(cfg)  # every config error surfaces here, before data is read
+    settings = TrainRunConfig.from_cfg(cfg)  # every config error surfaces here, before data is read
     hydra_dir = None
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
@@ -538,7 +477,7 @@ def _remove_stray_dir(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: torch.device) -> dict:
+def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, device: torch.device) -> dict:
     last = run_dir / CHECKPOINT_DIR / "last.pt"
     resuming_here = (settings.train.resume is not None and last.exists()
                      and resolve_checkpoint(settings.train.resume, "last.pt").resolve() == last.resolve())
@@ -587,6 +526,7 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
         logger.close(failed=failed)
 
 
+@hydra_entry
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     try:
