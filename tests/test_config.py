@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -17,6 +18,7 @@ from vae_text.config import (
     ObjectiveConfig,
     SampleConfig,
     TrainRunConfig,
+    _open_dicts,
     compose_error,
     schedule_defaults,
     section,
@@ -24,10 +26,28 @@ from vae_text.config import (
 from vae_text.errors import ConfigError
 from vae_text.objective import SCHEDULES
 
-Settings = TrainRunConfig  # the validated config of a training run
-
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SECTIONS = [f.name for f in dataclasses.fields(TrainRunConfig)]
+
+
+@dataclasses.dataclass
+class _Family:  # the shape of a config with a family's options, e.g. model.posterior_args
+    size: int = 3
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Owner:
+    family: _Family = dataclasses.field(default_factory=_Family)
+
+
+def test_every_open_dict_field_takes_any_key_with_no_extra_code():
+    node = _open_dicts(OmegaConf.structured(_Owner), _Owner)
+    OmegaConf.set_struct(node, True)  # as Hydra leaves a composed config
+    node.family.options.df = 5  # what `family.options.df=5` does on the command line
+    assert section(_Owner, node, "owner").family.options == {"df": 5}
+    with pytest.raises(AttributeError, match="sizee"):
+        node.family.sizee = 4
 
 
 def compose_entry(name: str, overrides: list[str]):
@@ -43,7 +63,7 @@ def test_the_dataclasses_are_the_one_source_of_defaults(name):
     if name == "objective":  # objective/schedule=linear spells out its function's defaults
         schema["schedule"] |= schedule_defaults(SCHEDULES["linear"])
     assert composed == schema
-    assert getattr(Settings.from_cfg(compose_cfg([])), name) == getattr(TrainRunConfig(), name)
+    assert getattr(TrainRunConfig.from_cfg(compose_cfg([])), name) == getattr(TrainRunConfig(), name)
 
 
 def test_evaluate_and_sample_defaults_come_from_the_suite_and_decoding_dataclasses():
@@ -69,15 +89,15 @@ def test_every_schedule_is_an_option_made_from_its_signature(name):
     cfg = compose_cfg([f"objective/schedule={name}"])
     assert OmegaConf.to_container(cfg.objective.schedule) == {"name": name,
                                                               **schedule_defaults(SCHEDULES[name])}
-    schedule = Settings.from_cfg(cfg).objective.schedule
+    schedule = TrainRunConfig.from_cfg(cfg).objective.schedule
     assert schedule.name == name and schedule.params == schedule_defaults(SCHEDULES[name])
 
 
 def test_schedule_parameters_stay_flat():
-    s = Settings.from_cfg(compose_cfg(["objective.schedule.warmup_steps=100",
+    s = TrainRunConfig.from_cfg(compose_cfg(["objective.schedule.warmup_steps=100",
                                        "objective.schedule.start=0.25"]))
     assert s.objective.schedule.params == {"warmup_steps": 100, "start": 0.25}
-    s = Settings.from_cfg(compose_cfg(["objective/schedule=cyclical", "objective.schedule.cycles=3"]))
+    s = TrainRunConfig.from_cfg(compose_cfg(["objective/schedule=cyclical", "objective.schedule.cycles=3"]))
     assert s.objective.schedule.params["cycles"] == 3
 
 
@@ -108,12 +128,12 @@ def test_there_are_experiments():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(name):
     cfg = compose_cfg([f"+experiment={name}"])
-    settings = Settings.from_cfg(cfg)
+    settings = TrainRunConfig.from_cfg(cfg)
     assert settings.model.latent_size > 0
 
 
 def test_defaults_are_the_founding_design():
-    s = Settings.from_cfg(compose_cfg(["+experiment=ptb"]))
+    s = TrainRunConfig.from_cfg(compose_cfg(["+experiment=ptb"]))
     m = s.model
     assert (m.embed_size, m.encoder_hidden, m.latent_size, m.decoder_hidden) == (100, 200, 32, 100)
     assert m.conditioning == "both" and m.kind == "vae" and not m.bidirectional
@@ -127,6 +147,7 @@ def test_defaults_are_the_founding_design():
     ("+model.latnt_size=3", "model.latnt_size"),
     ("objective.schedule.warmup_steps=0", "objective.schedule"),
     ("+objective.schedule.warmup_stepz=4", "objective.schedule.warmup_stepz"),
+    ("objective.schedule.warmup_stepz=4", "objective.schedule.warmup_stepz"),  # an open dict
     ("optim.lr=0", "optim.lr"),
     ("train.batch_size=0", "train.batch_size"),
     ("train.max_minutes=0", "train.max_minutes"),
@@ -137,12 +158,12 @@ def test_defaults_are_the_founding_design():
 def test_invalid_values_fail_with_the_key_named(override, key):
     # model.bn_gamma=abc, here before the schemas, now fails at compose (the test above)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
-        Settings.from_cfg(compose_cfg(["+experiment=smoke", override]))
+        TrainRunConfig.from_cfg(compose_cfg(["+experiment=smoke", override]))
     assert "\n" not in str(err.value)
 
 
 def test_switching_schedule_drops_the_experiments_other_schedule_parameters():
-    s = Settings.from_cfg(compose_cfg(["+experiment=ptb", "objective/schedule=logistic"]))
+    s = TrainRunConfig.from_cfg(compose_cfg(["+experiment=ptb", "objective/schedule=logistic"]))
     assert s.objective.schedule.name == "logistic"
     assert s.objective.schedule.params == {"k": 0.0025, "x0": 2500}
 

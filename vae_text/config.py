@@ -3,8 +3,10 @@
 Hydra composes `conf/` on top of these classes (`register()` stores them in its ConfigStore as the
 schemas `base_train`, `base_evaluate` and `base_sample`), so the YAML files hold only what differs
 from the defaults below, and a misspelt key (`model.latnet_size=3`) or a wrong type (`optim.lr=abc`)
-fails while Hydra composes, with the key named. OmegaConf does not run `__post_init__`, so the
-range checks run after composing: `section(cls, cfg.model, "model")` (or `TrainRunConfig.from_cfg`)
+fails while Hydra composes, with the key named (`hydra_entry` prints it as one line). Fields typed
+`dict[str, Any]` (a schedule's parameters, a family's options) stay open: any key composes and the
+dataclass that owns the field checks it. OmegaConf does not run `__post_init__`, so the range
+checks run after composing: `section(cls, cfg.model, "model")` (or `TrainRunConfig.from_cfg`)
 builds the dataclasses, and a bad value is a one-line `ConfigError` naming the key.
 
 This module is the lowest layer: it imports nothing of vae_text but the errors (the KL schedules
@@ -337,18 +339,19 @@ class EvalConfig:
     reconstruct: bool = True  # greedy reconstructions, token accuracy, BLEU
     seed: int = 0  # the posterior noise (train.yaml ties it to the run's seed)
     progress: bool = True  # (train.yaml ties it to train.progress)
+    where: typing.ClassVar[str] = "eval."  # the keys' prefix in error messages
 
     def __post_init__(self) -> None:
         for key in ("iw_samples", "val_iw_samples"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"eval.{key}={value!r} is invalid: an integer >= 0 (0 skips it)")
+                raise ConfigError(f"{self.where}{key}={value!r} is invalid: an integer >= 0 (0 skips it)")
         for key in ("batch_size", "memory_mb"):
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"eval.{key}={value!r} is invalid: a positive integer")
+                raise ConfigError(f"{self.where}{key}={value!r} is invalid: a positive integer")
         if not self.au_threshold > 0:
-            raise ConfigError(f"eval.au_threshold={self.au_threshold!r} is invalid: it must be > 0")
+            raise ConfigError(f"{self.where}au_threshold={self.au_threshold!r} is invalid: it must be > 0")
 
 
 @dataclass
@@ -430,6 +433,7 @@ class TrainRunConfig:
 class EvaluateConfig(EvalConfig):
     """`python -m vae_text.evaluate`: the evaluation suite's keys (flat) and what to evaluate."""
 
+    where: typing.ClassVar[str] = ""  # its keys are top-level
     checkpoint: str = MISSING  # a run directory (its checkpoints/best.pt) or a checkpoint file
     split: str = "test"  # train | valid | test
     data_dir: str | None = None  # folder with the split's file; default: the data.dir trained on
@@ -515,11 +519,25 @@ def register() -> None:
     from vae_text.objective import SCHEDULES
 
     store = ConfigStore.instance()
-    store.store(name="base_train", node=TrainRunConfig)
-    store.store(name="base_evaluate", node=EvaluateConfig)
-    store.store(name="base_sample", node=SampleConfig)
+    for name, cls in (("base_train", TrainRunConfig), ("base_evaluate", EvaluateConfig),
+                      ("base_sample", SampleConfig)):
+        store.store(name=name, node=_open_dicts(OmegaConf.structured(cls), cls))
     for name, fn in SCHEDULES.items():
         store.store(group="objective/schedule", name=name, node={"name": name, **schedule_defaults(fn)})
+
+
+def _open_dicts(node: DictConfig, cls: type) -> DictConfig:
+    """Unset the struct flag of every `dict[str, Any]` field (a schedule's parameters, a family's
+    options): any key composes, even without `+`, and the dataclass that owns it checks it."""
+    for name, hint in typing.get_type_hints(cls).items():
+        if name not in node or OmegaConf.is_missing(node, name) or node[name] is None:
+            continue
+        inner = _dataclass_of(hint)
+        if inner is not None:
+            _open_dicts(node[name], inner)
+        elif typing.get_origin(hint) is dict and typing.get_args(hint)[1:] == (Any,):
+            OmegaConf.set_struct(node[name], False)
+    return node
 
 
 def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
