@@ -14,9 +14,9 @@ import hydra
 from omegaconf import DictConfig
 
 from vae_text.config import SampleConfig, hydra_entry, section
-from vae_text.data import read_sentences
 from vae_text.errors import ConfigError, VaeTextError
 from vae_text.pipeline import TextVAEPipeline
+from vae_text.text import read_sentences
 
 
 def run(cfg: DictConfig | SampleConfig) -> list[str]:

@@ -142,9 +142,9 @@ class SentencePieceTokenizer:
 
     def save(self, path) -> None:
         """The `.model` file sentencepiece's own tools read."""
-        from vae_text.data import atomic_write_bytes
+        from vae_text.utils import atomic_write
 
-        atomic_write_bytes(path, self.proto)
+        atomic_write(path, self.proto)
 
 
 Tokenizer = Vocab | SentencePieceTokenizer

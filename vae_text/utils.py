@@ -16,6 +16,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename, so a
     crash leaves the old file or the new one, never a torn one."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
