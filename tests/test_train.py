@@ -159,3 +159,25 @@ def test_wandb_offline_run_records_the_logged_metrics(corpus_dir, tmp_path, monk
     test = next(r for r in logged if "test/rec" in r)
     assert any(h.get("test/rec") == pytest.approx(test["test/rec"]) for h in history)
     assert any("train/loss" in h for h in history)
+
+
+def test_a_checkpoint_from_before_the_remedy_objects_resumes(corpus_dir, tmp_path):
+    # 0.1.0 kept the remedies' state in the loop state; such a last.pt must still resume exactly
+    from vae_text.checkpoint import save_checkpoint
+
+    n = 26
+    overrides = resume_overrides(corpus_dir, "remedy.pretrain_epochs=1")
+    train(compose_cfg([*overrides, f"train.max_steps={2 * n}"]), tmp_path / "one")
+    train(compose_cfg([*overrides, f"train.max_steps={n}"]), tmp_path / "first")
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    blob = load_checkpoint(last, "last.pt")
+    remedies = blob.pop("remedies")
+    blob["state"].update(pretraining=remedies["pretrain"]["active"], aggressive=False,
+                         best_mi=float("-inf"))
+    blob["state"].pop("phase_epoch")
+    save_checkpoint(last, blob)
+    train(compose_cfg([*overrides, f"train.max_steps={2 * n}",
+                       f"train.resume={tmp_path / 'first'}"]), tmp_path / "second")
+    one, two = (load_checkpoint(tmp_path / r, "last.pt") for r in ("one", "second"))
+    assert position(one) == position(two)
+    assert all(torch.equal(one["model"][k], two["model"][k]) for k in one["model"])

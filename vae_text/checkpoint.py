@@ -6,6 +6,7 @@ file, and read with `weights_only=True` so loading one never runs code from it.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
@@ -94,10 +95,25 @@ def restore(trainer, blob: dict[str, Any]) -> None:
     trainer.optimizer.load_state_dict(blob["optimizer"])
     if trainer.plateau is not None and blob.get("plateau") is not None:
         trainer.plateau.load_state_dict(blob["plateau"])
-    trainer.state = type(trainer.state)(**blob["state"])
+    state, remedies = _upgrade(blob)
+    trainer.state = type(trainer.state)(**state)
     for remedy in trainer.remedies:
-        remedy.load_state_dict(blob["remedies"][remedy.name])
+        remedy.load_state_dict(remedies[remedy.name])
     set_rng_state(blob["rng"])
+
+
+def _upgrade(blob: dict[str, Any]) -> tuple[dict, dict]:
+    """The loop and remedy states of a checkpoint; one written before remedies kept their own
+    state (0.1.0: `pretraining`, `aggressive`, `best_mi` in the loop state) is read as today's."""
+    state = dict(blob["state"])
+    if "remedies" in blob:
+        return state, blob["remedies"]
+    pretraining, aggressive = state.pop("pretraining", False), state.pop("aggressive", False)
+    best_mi = state.pop("best_mi", -math.inf)
+    if state.get("phase_start", 0) > 0:  # its VAE phase began after the fixed pretraining epochs
+        state["phase_epoch"] = blob["config"].get("remedy", {}).get("pretrain_epochs", 0)
+    return state, {"pretrain": {"active": pretraining},
+                   "aggressive": {"active": aggressive, "best_mi": best_mi}}
 
 
 def check_resumable(blob: dict[str, Any], model: ModelConfig, where: str) -> None:
