@@ -181,3 +181,12 @@ def test_a_checkpoint_from_before_the_remedy_objects_resumes(corpus_dir, tmp_pat
     one, two = (load_checkpoint(tmp_path / r, "last.pt") for r in ("one", "second"))
     assert position(one) == position(two)
     assert all(torch.equal(one["model"][k], two["model"][k]) for k in one["model"])
+
+
+def test_resume_with_fewer_batches_an_epoch_is_one_line_not_a_hang(corpus_dir, tmp_path):
+    from vae_text.errors import CheckpointError
+
+    train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=12")), tmp_path / "a")
+    with pytest.raises(CheckpointError, match="train.batch_size"):
+        train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=30", "train.batch_size=64",
+                                         f"train.resume={tmp_path / 'a'}")), tmp_path / "b")

@@ -261,6 +261,11 @@ class Trainer:
         while self.state.epoch < self.epoch_cap() and not done:
             self.plan = plan = batch_plan(split, t.batch_size, shuffle=True, seed=self.s.seed,
                                           epoch=self.state.epoch, pool=self.s.data.bucket_pool)
+            if self.state.batch_in_epoch > len(plan):  # a resume with other data or batch size
+                raise CheckpointError(
+                    f"train.resume={t.resume}: the checkpoint stopped at batch "
+                    f"{self.state.batch_in_epoch} of an epoch that now has {len(plan)} batches; "
+                    f"resume with the same data (data.max_sentences, data.max_len) and train.batch_size")
             bar = tqdm(total=len(plan), initial=self.state.batch_in_epoch,
                        disable=not (t.progress and self.dist.main),
                        desc=f"epoch {self.state.epoch + 1}/{self.epoch_cap()}", dynamic_ncols=True,

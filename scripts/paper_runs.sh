@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The published recipe at the literature's sizes (results/ptb.md, "Published recipe, literature
+# sizes"): the four ptb_paper_* experiments, one at a time, each to its stopping rule (the fifth lr
+# halving, at most 100 epochs), then its K = 500 test. Many hours each on a CPU, so resumable: a run
+# with results.json is skipped, one with checkpoints/last.pt continues where it stopped.
+#   bash scripts/paper_runs.sh [out_dir] [name ...]     # names: lm vae fb pretrain_fb
+#   THREADS=1 bash scripts/paper_runs.sh                # leave a core free (default: 2)
+set -u
+out=${1:-outputs/paper}; shift || true
+names=(lm vae fb pretrain_fb)
+[ $# -gt 0 ] && names=("$@")
+mkdir -p "$out"
+for name in "${names[@]}"; do
+  dir="$out/ptb_paper_$name"
+  [ -f "$dir/results.json" ] && { echo "ptb_paper_$name: done"; continue; }
+  resume=()
+  [ -f "$dir/checkpoints/last.pt" ] && resume=(train.resume="$dir")
+  python -m vae_text.train +experiment="ptb_paper_$name" train.num_threads="${THREADS:-2}" \
+    train.progress=false "${resume[@]}" hydra.run.dir="$dir" >> "$out/ptb_paper_$name.log" 2>&1 \
+    || { echo "ptb_paper_$name failed: see $out/ptb_paper_$name.log" >&2; exit 1; }
+done
