@@ -6,7 +6,6 @@ file, and read with `weights_only=True` so loading one never runs code from it.
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,18 +14,13 @@ from typing import Any
 import torch
 
 from vae_text.errors import CheckpointError
+from vae_text.utils import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 
 
 def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: torch.save(blob, f))
 
 
 def resolve_checkpoint(path: str | Path, name: str = "best.pt") -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ from vae_text.tokenizer import (
     build_tokenizer,
     tokenizer_from_state,
 )
+from vae_text.utils import atomic_write
 
 __all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer"]  # re-exported for callers of data
 
@@ -228,7 +228,7 @@ def fetch_from_hub(cfg: DataConfig, directory: Path) -> None:
                         f"Hugging Face hub failed ({reason}); fix: {fix}") from None
     directory.mkdir(parents=True, exist_ok=True)
     for split, lines in tables.items():
-        atomic_write_text(directory / cfg.files[split], "".join(f" {line.strip()} \n" for line in lines))
+        atomic_write(directory / cfg.files[split], "".join(f" {line.strip()} \n" for line in lines))
     log.info("fetched %s from the Hugging Face hub into %s", hub.id, directory)
 
 
@@ -261,18 +261,6 @@ def load_hf_lines(cfg: DataConfig) -> dict[str, tuple[list, str]]:
                             f"(it has {ds[name].column_names}); set data.column=<one of them>")
         out[split] = (ds[name][cfg.column], f"{cfg.name}[{name}][{cfg.column}]")
     return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def split_files(cfg: DataConfig) -> dict[str, Path]:
@@ -381,10 +369,7 @@ def _write_cache(path: Path, corpus: Corpus) -> None:
                            "empty_lines": sp.empty_lines}
                        for s, sp in corpus.splits.items()}}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(blob, f))
     except OSError as err:  # a read-only cache dir costs speed, not correctness
         log.warning("could not write data cache %s (%s)", path, err)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import resource
-import sys
 from pathlib import Path
 
 import hydra
@@ -21,9 +20,9 @@ from omegaconf import DictConfig
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
 from vae_text.data import SPLITS, DataConfig, encode_split, read_split
-from vae_text.errors import ConfigError, VaeTextError
+from vae_text.errors import ConfigError
 from vae_text.metrics import EvalConfig, evaluate
-from vae_text.train import pick_device, write_json
+from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -76,13 +75,10 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
+@cli
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except VaeTextError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from vae_text.errors import CheckpointError, ConfigError, DataError
+from vae_text.utils import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,7 @@ class SentencePieceTokenizer:
 
     def save(self, path) -> None:
         """The `.model` file sentencepiece's own tools read."""
-        from vae_text.data import atomic_write_bytes
-
-        atomic_write_bytes(path, self.proto)
+        atomic_write(path, self.proto)
 
 
 Tokenizer = Vocab | SentencePieceTokenizer

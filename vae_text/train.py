@@ -10,11 +10,9 @@ and `checkpoints/{last,best}.pt`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,13 +43,14 @@ from vae_text.data import (
     load_corpus,
 )
 from vae_text.distributed import Dist, setup, teardown
-from vae_text.errors import CheckpointError, ConfigError, VaeTextError
+from vae_text.errors import CheckpointError, ConfigError
 from vae_text.logger import LoggerConfig, MetricsLogger, SilentLogger
 from vae_text.metrics import EvalConfig, evaluate
 from vae_text.model import TextVAE, word_dropout_rate
 from vae_text.objective import kl_weight, shard_elbo_loss
 from vae_text.remedies import aggressive_encoder_updates, reinitialize_decoder, update_only
 from vae_text.tokenizer import TokenizerConfig
+from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -122,15 +121,6 @@ class TrainState:
     aggressive: bool = False  # aggressive inference training still on
     best_mi: float = -math.inf  # best validation MI while aggressive
     seconds: float = 0.0  # wall time spent in this run, over all its resumed pieces
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available here: use device=auto or cpu")
-    return device
 
 
 def build_model(settings: ModelConfig, tokenizer: Tokenizer) -> TextVAE:
@@ -499,12 +489,6 @@ def _named(cfg: LoggerConfig) -> LoggerConfig:
                             if sweep else None))
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Train, validate every epoch, test the best weights; returns the final metrics.
 
@@ -587,13 +571,10 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
         logger.close(failed=failed)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@cli
 def main(cfg: DictConfig) -> float:
-    try:
-        results = train(cfg)
-    except VaeTextError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    results = train(cfg)
     return results[f"best_val_{cfg.train.monitor}"]  # what a sweeper minimises
 
 
