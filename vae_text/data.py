@@ -4,7 +4,7 @@ Data flows one way: text (files in a folder, or a Hugging Face `datasets` datase
 (tokenizer + ids per split, cached on disk) -> length-grouped `Batch`es. A sentence is stored as its
 tokens followed by one <eos>; the decoder's <bos> input is added by the model and never scored.
 Each split also keeps its sentences' word counts: perplexity is per word (+ <eos>) whatever the
-tokenizer, so subword and word models are compared on one scale (REFERENCE.md section 2).
+tokenizer, so subword and word models are compared on one scale (docs/protocol.md).
 """
 
 from __future__ import annotations

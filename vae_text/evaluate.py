@@ -1,4 +1,4 @@
-"""Evaluate a trained model on a split with the field's protocol (REFERENCE.md §2).
+"""Evaluate a trained model on a split with the field's protocol (docs/protocol.md).
 
     python -m vae_text.evaluate checkpoint=outputs/ptb_main split=test iw_samples=500
 

@@ -1,6 +1,6 @@
 """The maths of the objective: Gaussian KL, KL-weight schedules and the (beta-)ELBO loss.
 
-Conventions (REFERENCE.md §2): a sentence's reconstruction term is the *sum* of its token NLLs
+Conventions (docs/protocol.md): a sentence's reconstruction term is the *sum* of its token NLLs
 (words + one <eos>, never padding); both rec and KL are averaged over sentences, so the KL weight
 means the same thing whatever the batch size or sentence length.
 """

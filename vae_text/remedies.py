@@ -1,5 +1,5 @@
 """Training procedures against posterior collapse that change the loop, not the loss
-(REFERENCE.md §4; free bits, annealing and word dropout live in objective.py and model.py).
+(docs/remedies.md; free bits, annealing and word dropout live in objective.py and model.py).
 
 - Aggressive inference training (He et al. 2019): before each decoder update, update the encoder
   alone on fresh batches until its loss stops improving; stop being aggressive once validation MI
