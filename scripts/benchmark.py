@@ -22,7 +22,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from vae_text.data import batch_plan, iterate
-from vae_text.train import Settings, Trainer
+from vae_text.train import Settings
+from vae_text.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

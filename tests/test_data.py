@@ -1,12 +1,17 @@
+import os
+import re
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import make_sentences, write_corpus
 from vae_text.data import (
     BOS,
     EOS,
+    MAX_LEN,
     PAD,
     UNK,
     DataConfig,
@@ -17,9 +22,11 @@ from vae_text.data import (
     encode_split,
     iterate,
     load_corpus,
+    parse_lines,
     read_sentences,
+    read_split,
 )
-from vae_text.errors import DataError
+from vae_text.errors import ConfigError, DataError
 from vae_text.tokenizer import TokenizerConfig
 
 
@@ -266,3 +273,124 @@ def test_max_len_drops_or_truncates_training_sentences_only(corpus_dir, caplog):
     assert cut["train"].sentence(i) == full["train"].sentence(i)[:7] + [full.tokenizer.eos_id]
     for split in ("valid", "test"):  # evaluation never loses a sentence
         assert torch.equal(cut[split].ids, full[split].ids) and torch.equal(dropped[split].ids, full[split].ids)
+
+
+# --- hardening: huge lines, control characters, unreadable files --------------------------------
+
+
+def test_default_max_len_is_200_in_code_and_every_data_config():
+    assert DataConfig().max_len == MAX_LEN == 200
+    for name in ("ptb", "text", "hf"):
+        assert OmegaConf.load(Path(__file__).parents[1] / "conf" / "data" / f"{name}.yaml").max_len == 200
+
+
+def huge_line(n_words: int = 170_000) -> str:
+    """Over 1 MB: n_words words drawn from 50 types (word0 ... word49), one line."""
+    return " ".join(f"word{i % 50}" for i in range(n_words))
+
+
+def test_one_megabyte_line_is_dropped_from_training_and_logged(corpus_dir, caplog):
+    line = huge_line()
+    assert len(line) > 2**20
+    with (corpus_dir / "ptb.train.txt").open("a") as f:
+        f.write(line + "\n")
+    with (corpus_dir / "ptb.valid.txt").open("a") as f:
+        f.write(" the cat " + " sees the dog" * 70 + "\n")  # 212 words: over the cap, but evaluation
+    start = time.monotonic()
+    with caplog.at_level("INFO"):
+        corpus = load_corpus(config(corpus_dir))  # the default cap
+    assert time.monotonic() - start < 60  # seconds in fact; a hang or a quadratic step would not be
+    assert ("train split: dropped 1 sentences longer than data.max_len=200 tokens "
+            "(the longest has 170001)") in caplog.text
+    assert "valid split: 1 sentences are longer than data.max_len=200 tokens (the longest has 213)" \
+        in caplog.text
+    assert len(corpus["train"]) == 120 and int(corpus["train"].lengths.max()) <= 14
+    assert len(corpus["valid"]) == 31 and corpus["valid"].sentence(30)[-1] == corpus.tokenizer.eos_id
+    assert corpus["valid"].lengths[30] == 213  # evaluation keeps every sentence whole
+    sentences, _, _ = read_split(config(corpus_dir), "train")  # what evaluate.py reads: all of it
+    split = encode_split(sentences, corpus.tokenizer)
+    assert len(split) == 121 and int(split.lengths[120]) == 170_001
+    assert corpus.tokenizer.decode(split.sentence(120)) == line.split()
+    uncapped = load_corpus(config(corpus_dir, max_len=None))  # null: no cap
+    assert len(uncapped["train"]) == 121 and torch.equal(uncapped["train"].ids, split.ids)
+
+
+def test_limit_matches_a_sentence_by_sentence_cut():
+    lengths = [3, 9, 2, 12, 5, 9, 10]
+    vocab = Vocab([PAD, BOS, EOS, UNK, "a", "b", "c"])
+    sents = [[["a", "b", "c"][(i + j) % 3] for j in range(n - 1)] for i, n in enumerate(lengths)]
+    split = encode_split(sents, vocab)
+    dropped, n = split.limit(9, "drop")
+    assert n == 2 and [dropped.sentence(i) for i in range(len(dropped))] == \
+        [split.sentence(i) for i in (0, 1, 2, 4, 5)]
+    assert dropped.words.tolist() == [3, 9, 2, 5, 9]
+    cut, n = split.limit(9, "truncate")
+    assert n == 2 and cut.lengths.tolist() == [3, 9, 2, 9, 5, 9, 9]
+    assert [cut.sentence(i) for i in range(7)] == \
+        [s if len(s) <= 9 else s[:8] + [vocab.eos_id] for s in (split.sentence(i) for i in range(7))]
+    assert torch.equal(cut.words, split.words)  # the PPL unit still counts the whole sentence
+    assert split.limit(12, "drop") == (split, 0)
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x85"])
+def test_control_characters_are_rejected_naming_file_and_line(tmp_path, char):
+    path = tmp_path / "ctl.txt"
+    path.write_text(f"a fine line\nthe\tcat sits\nthe d{char}og\n", encoding="utf-8")
+    code = re.escape(f"U+{ord(char):04X}")
+    with pytest.raises(DataError, match=rf"ctl\.txt:3: control character {code} .* at column 6; .*remove it"):
+        read_sentences(path)
+
+
+def test_nul_corpus_does_not_train(corpus_dir):
+    (corpus_dir / "ptb.train.txt").write_bytes(b"\x00" * 5000)
+    with pytest.raises(DataError, match=r"ptb\.train\.txt:1: control character U\+0000"):
+        load_corpus(config(corpus_dir))
+
+
+def test_tabs_and_windows_line_ends_are_text(tmp_path):
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"the\tcat sits\r\n\r\nthe dog\r\n")
+    assert read_sentences(path) == ([["the", "cat", "sits"], ["the", "dog"]], 1)
+
+
+def test_datasets_rows_with_control_characters_are_rejected_naming_the_row():
+    with pytest.raises(DataError, match=r"corpus\[train\] row 2: control character U\+001F"):
+        parse_lines(["the cat", "the\x1fdog"], "corpus[train]")  # str.split() takes \x1f for a space
+
+
+def test_file_errors_are_one_line_naming_the_file_and_the_fix(tmp_path):
+    cases = {
+        "missing.txt": r"missing\.txt: file not found .*check data\.dir and data\.files",
+        "folder": r"folder: is a directory, not a text file; point data\.files at",
+        "zero.txt": r"zero\.txt: holds no sentences \(it is empty\); it must have one sentence per line",
+        "blank.txt": r"blank\.txt: holds no sentences \(only 2 empty lines\)",
+        "latin1.txt": r"latin1\.txt:2: not valid UTF-8 \(byte 0xe9\); re-encode the file as UTF-8",
+    }
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "zero.txt").write_bytes(b"")
+    (tmp_path / "blank.txt").write_bytes(b"  \n\t\n")
+    (tmp_path / "latin1.txt").write_bytes("the cat\ncaf\u00e9 au lait\n".encode("latin-1"))
+    for name, pattern in cases.items():
+        with pytest.raises(DataError, match=pattern) as err:
+            read_sentences(tmp_path / name)
+        assert "\n" not in str(err.value) and str(tmp_path / name) in str(err.value)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file_names_it_and_the_fix(corpus_dir):
+    path = corpus_dir / "ptb.train.txt"
+    path.chmod(0)
+    try:
+        with pytest.raises(DataError, match=r"ptb\.train\.txt: cannot read it \(permission denied\); "
+                                            r"check its permissions"):
+            load_corpus(config(corpus_dir))
+    finally:
+        path.chmod(0o644)
+
+
+def test_a_cap_that_drops_every_training_sentence_names_the_file(corpus_dir):
+    shortest = int(load_corpus(config(corpus_dir, max_len=None))["train"].lengths.min())
+    with pytest.raises(ConfigError, match=rf"data\.max_len=2 drops every training sentence of "
+                                          rf".*ptb\.train\.txt \(the shortest has {shortest} tokens\); "
+                                          rf"raise it, or set data\.long=truncate"):
+        load_corpus(config(corpus_dir, max_len=2))

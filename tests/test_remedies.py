@@ -110,8 +110,9 @@ def test_pretraining_is_one_command_with_two_phases(corpus_dir, tmp_path):
     assert results["epochs"] == 4
     ae = load_checkpoint(run, "pretrained.pt")
     best = load_checkpoint(run, "best.pt")
-    assert ae["state"]["pretraining"] and ae["state"]["epoch"] == 2
-    assert not best["state"]["pretraining"] and best["state"]["phase_start"] == ae["state"]["step"]
+    assert ae["remedies"]["pretrain"]["active"] and ae["state"]["epoch"] == 2
+    assert (not best["remedies"]["pretrain"]["active"]
+            and best["state"]["phase_start"] == ae["state"]["step"])
     for key, value in ae["model"].items():  # the VAE phase starts from a fresh decoder
         if key.startswith("decoder."):
             assert not torch.equal(value, best["model"][key]), key

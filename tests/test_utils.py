@@ -42,6 +42,8 @@ def test_write_json_round_trips_with_a_final_newline(tmp_path):
     path = write_json(tmp_path / "eval_test.json", data)
     text = path.read_text()
     assert text.endswith("}\n") and json.loads(text) == data
+    write_json(path, {"best": float("inf"), "curve": [1.5, float("nan")]})  # JSON has neither
+    assert json.loads(path.read_text()) == {"best": None, "curve": [1.5, None]}
 
 
 def test_pick_device():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK, HEADER = 32768, 7  # LevelDB log blocks; each chunk: crc32 (4), length (2), type (1)
@@ -33,9 +34,19 @@ def records(path: Path):
             yield record
 
 
-def read(run_dir: Path) -> list[dict]:
-    """Every history row of the single offline wandb run under `run_dir`."""
+def read(run_dir: Path, wait: float = 20.0) -> list[dict]:
+    """Every history row of the single offline wandb run under `run_dir`.
+
+    wandb's service process may still be writing the file when `finish()` has returned (seen on
+    a loaded machine: an empty history one run in four), so wait until its exit record is there.
+    """
     (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + wait
+    while True:
+        kinds = [r.WhichOneof("record_type") for r in records(path)]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     rows = []
     for record in records(path):
         if record.WhichOneof("record_type") == "history":

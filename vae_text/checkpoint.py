@@ -7,12 +7,15 @@ file, and read with `weights_only=True` so loading one never runs code from it.
 from __future__ import annotations
 
 import pickle
+import random
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vae_text.config import ModelConfig
 from vae_text.errors import CheckpointError
 from vae_text.utils import atomic_write
 
@@ -50,6 +53,77 @@ def load_checkpoint(path: str | Path, name: str = "best.pt",
     if missing:
         raise CheckpointError(f"{path}: not a vae_text checkpoint (missing {sorted(missing)})")
     return blob
+
+
+def read_resume(path: str | Path, model: ModelConfig) -> dict[str, Any]:
+    """The last.pt a run continues from, checked against the model config of now."""
+    blob = load_checkpoint(path, name="last.pt")
+    check_resumable(blob, model, f"train.resume={path}")
+    return blob
+
+
+def training_blob(trainer, full: bool) -> dict[str, Any]:
+    """What a trainer's checkpoint holds: weights, the resolved config, the tokenizer, the loop and
+    remedy states; with `full` (last.pt) also the optimizer, lr-plateau and RNG states."""
+    from omegaconf import OmegaConf
+
+    blob = {
+        "model": trainer.model.state_dict(),
+        "config": OmegaConf.to_container(trainer.cfg, resolve=True),
+        "vocab": trainer.corpus.tokenizer.itos,
+        "tokenizer": trainer.corpus.tokenizer.state(),
+        "state": asdict(trainer.state),
+        "remedies": {r.name: r.state_dict() for r in trainer.remedies},
+    }
+    if full:
+        blob["optimizer"] = trainer.optimizer.state_dict()
+        blob["plateau"] = trainer.plateau.state_dict() if trainer.plateau is not None else None
+        blob["rng"] = rng_state()
+    return blob
+
+
+def restore(trainer, blob: dict[str, Any]) -> None:
+    """Put a trainer back where `training_blob(trainer, full=True)` found it."""
+    trainer.model.load_state_dict(blob["model"])
+    trainer.optimizer.load_state_dict(blob["optimizer"])
+    if trainer.plateau is not None and blob.get("plateau") is not None:
+        trainer.plateau.load_state_dict(blob["plateau"])
+    trainer.state = type(trainer.state)(**blob["state"])
+    for remedy in trainer.remedies:
+        remedy.load_state_dict(blob["remedies"][remedy.name])
+    set_rng_state(blob["rng"])
+
+
+def check_resumable(blob: dict[str, Any], model: ModelConfig, where: str) -> None:
+    """A training run continues only from a full checkpoint of the same model config."""
+    if "optimizer" not in blob:
+        raise CheckpointError(f"{where}: this checkpoint holds weights only; resume from a run's "
+                              f"checkpoints/last.pt")
+    saved = {**asdict(ModelConfig()), **blob["config"].get("model", {})}  # keys added since
+    now = asdict(model)
+    diff = sorted(k for k in now if saved.get(k) != now[k])
+    if diff:
+        raise CheckpointError(f"{where}: model.{diff[0]} is {saved.get(diff[0])!r} in the "
+                              f"checkpoint but {now[diff[0]]!r} now; resume with the same model config")
+
+
+def rng_state() -> dict[str, Any]:
+    """The random generators a resumed run must continue: torch (CPU, CUDA) and Python's."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))  # a checkpoint stores tuples as lists
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", name: str = "best.pt"):

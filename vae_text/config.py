@@ -36,10 +36,12 @@ class ModelConfig:
     word_dropout_steps: int = 10_000  # ... over this many steps
     bn_gamma: float | None = None  # BN-VAE (Zhu et al. 2020): batch-norm mu with this fixed scale
     sample_z: bool = True  # False: z = mu (with kl_weight = 0 this is the deterministic autoencoder)
+    init: str = "default"  # "default": PyTorch's; "uniform": U(-0.01, 0.01), embeddings U(-0.1, 0.1)
 
     def __post_init__(self) -> None:
         _choice("model.kind", self.kind, ("vae", "lm"))
         _choice("model.conditioning", self.conditioning, ("init", "concat", "both"))
+        _choice("model.init", self.init, ("default", "uniform"))
         for key in ("embed_size", "encoder_hidden", "encoder_layers", "latent_size",
                     "decoder_hidden", "decoder_layers"):
             _positive_int(f"model.{key}", getattr(self, key))
@@ -67,7 +69,7 @@ class ObjectiveConfig:
     kl_weight: float = 1.0  # beta: the weight the schedule rises to (the sweep key)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     free_bits: float = 0.0  # nats the KL may use for free (0: off); the reported KL is the true KL
-    free_bits_mode: str = "dim"  # "dim": budget / Z per dimension (Li et al.); "sentence"
+    free_bits_mode: str = "dim"  # "dim": batch mean per dimension; "sentence"; "element" (Li et al.)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kl_weight, (int, float)) or self.kl_weight < 0:
@@ -76,7 +78,7 @@ class ObjectiveConfig:
             )
         if not isinstance(self.free_bits, (int, float)) or self.free_bits < 0:
             raise ConfigError(f"objective.free_bits={self.free_bits!r} is invalid: nats >= 0")
-        _choice("objective.free_bits_mode", self.free_bits_mode, ("dim", "sentence"))
+        _choice("objective.free_bits_mode", self.free_bits_mode, ("dim", "sentence", "element"))
         from vae_text.objective import SCHEDULES  # late import: objective imports nothing of ours
 
         if self.schedule.name not in SCHEDULES:
@@ -104,17 +106,26 @@ class ObjectiveConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "adam"  # a key of vae_text.optim.OPTIMIZERS: adam | sgd
     lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    momentum: float = 0.0  # sgd
     weight_decay: float = 0.0
     clip_norm: float | None = 5.0  # max gradient norm; null disables clipping
-    plateau_factor: float | None = None  # multiply lr by this when val -ELBO stops improving
-    plateau_patience: int = 1  # epochs without improvement before the lr is decayed
+    plateau_factor: float | None = None  # multiply lr by this when the val score stops improving
+    plateau_patience: int = 1  # the lr decays after more than this many epochs without improvement
+    plateau_start_epoch: int = 0  # ... but never before this many epochs are complete
+    plateau_reload_best: bool = False  # at each decay, go back to the best weights (best.pt)
     min_lr: float = 0.0
 
     def __post_init__(self) -> None:
+        from vae_text.optim import OPTIMIZERS  # late import: optim imports this module
+
+        _choice("optim.name", self.name, tuple(OPTIMIZERS))
         if not self.lr > 0:
             raise ConfigError(f"optim.lr={self.lr!r} is invalid: it must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optim.momentum={self.momentum!r} is invalid: in [0, 1)")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optim.betas={list(self.betas)!r} is invalid: two numbers in [0, 1)")
         _positive_or_null("optim.clip_norm", self.clip_norm)
@@ -122,8 +133,9 @@ class OptimConfig:
             raise ConfigError(
                 f"optim.plateau_factor={self.plateau_factor!r} is invalid: in (0, 1), or null"
             )
-        if self.plateau_patience < 0:
-            raise ConfigError(f"optim.plateau_patience={self.plateau_patience!r} must be >= 0")
+        for key in ("plateau_patience", "plateau_start_epoch"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise ConfigError(f"optim.{key}={getattr(self, key)!r} is invalid: an integer >= 0")
 
 
 @dataclass
@@ -140,13 +152,14 @@ class TrainConfig:
     resume: str | None = None  # run directory or checkpoint file to continue from
     num_threads: int | None = None  # torch CPU threads; null keeps PyTorch's default
     precision: str = "fp32"  # "bf16": the training forward pass under bfloat16 autocast
+    max_lr_decays: int | None = None  # stop once the plateau rule has decayed the lr this often
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "log_every"):
             _positive_int(f"train.{key}", getattr(self, key))
         _choice("train.monitor", self.monitor, ("neg_elbo", "rec"))
         _choice("train.precision", self.precision, ("fp32", "bf16"))
-        for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads"):
+        for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads", "max_lr_decays"):
             if getattr(self, key) is not None:
                 _positive_int(f"train.{key}", getattr(self, key))
         _positive_or_null("train.max_minutes", self.max_minutes)

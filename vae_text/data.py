@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +41,19 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 CACHE_VERSION = 2
+# Default cap on a training sentence, in tokens (<eos> included). PTB's longest sentence is 82 words;
+# the document-level corpora of text-VAE work (Yahoo Answers, Yelp in Yang et al., 2017, "Improved
+# variational autoencoders for text modeling using dilated convolutions") have at most 200 words,
+# so nothing a sentence VAE is meant for is touched (subwords spend more tokens a word: raise it for
+# long sentences under tokenizer=sentencepiece). A longer line is almost always a broken file (a
+# missing newline, a pasted document): left in, the batch holding it makes the decoder run over
+# every token of it (a 1 MB line: 170k LSTM steps and a 170k x vocabulary logit matrix), which
+# stalls training without a word or exhausts memory. Reading and tokenizing it take under a second.
+MAX_LEN = 200
+# Control characters (Unicode Cc) other than tab and the line ends \n and \r: a NUL byte or an escape
+# code means a binary or corrupt file, never a word, and would otherwise train without complaint.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+PROGRESS_SECONDS = 10.0  # a data step that runs longer than this says how far it got
 
 
 @dataclass
@@ -70,7 +85,7 @@ class DataConfig:
     splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})
     # what is used
     max_sentences: int | None = None  # use only the first N sentences of each split (smoke runs)
-    max_len: int | None = None  # training only: longest sentence in tokens (<eos> included)
+    max_len: int | None = MAX_LEN  # training only: longest sentence in tokens (<eos> included); null: any
     long: str = "drop"  # what training does with longer ones: "drop" or "truncate"
     bucket_pool: int = 100  # sort sentences by length within pools of this many batches
 
@@ -136,18 +151,26 @@ class Split:
     def sentence(self, i: int) -> list[int]:
         return self.ids[int(self.offsets[i]): int(self.offsets[i + 1])].tolist()
 
-    def limit(self, max_len: int, mode: str, eos_id: int) -> tuple[Split, int]:
-        """Sentences over `max_len` tokens dropped, or truncated to max_len - 1 tokens + <eos>;
-        returns the new split and how many sentences that touched."""
-        long = self.lengths > max_len
+    def limit(self, max_len: int, mode: str) -> tuple[Split, int]:
+        """Sentences over `max_len` tokens dropped, or truncated to max_len - 1 tokens + their <eos>;
+        returns the new split and how many sentences that touched. Linear in the tokens (one
+        mask over the flat ids), so a corpus with a huge line is cut as fast as any other."""
+        lengths = self.lengths
+        long = lengths > max_len
         n_long = int(long.sum())
         if not n_long:
             return self, 0
-        keep = ~long if mode == "drop" else torch.ones_like(long)
-        sentences = [self.sentence(i) for i in torch.nonzero(keep).flatten().tolist()]
-        if mode == "truncate":
-            sentences = [s if len(s) <= max_len else s[: max_len - 1] + [eos_id] for s in sentences]
-        return _from_ids(sentences, self.words[keep], self.empty_lines), n_long
+        if mode == "drop":
+            keep = torch.repeat_interleave(~long, lengths)  # (total tokens,)
+            lengths, words = lengths[~long], self.words[~long]
+        else:  # the first max_len - 1 tokens and the last one, the <eos>
+            # (total tokens,): each token's position in its sentence, and that sentence's length
+            position = torch.arange(len(self.ids)) - torch.repeat_interleave(self.offsets[:-1], lengths)
+            keep = (position < max_len - 1) | (position == torch.repeat_interleave(lengths, lengths) - 1)
+            lengths, words = lengths.clamp(max=max_len), self.words
+        offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        return Split(self.ids[keep], offsets, words, self.empty_lines), n_long
 
 
 def _from_ids(sentences: Sequence[Sequence[int]], words: Tensor, empty: int) -> Split:
@@ -170,12 +193,25 @@ class Corpus:
 # --- reading ------------------------------------------------------------------------------------
 
 
+def control_error(where: str, text: str, at: int) -> DataError:
+    """The error for the control character at `text[at]`: `where` is "file:line" or "dataset row n"."""
+    char = text[at]
+    column = at - text.rfind("\n", 0, at)
+    return DataError(f"{where}: control character U+{ord(char):04X} ({char!r}) at column {column}; "
+                     f"a text corpus holds only printable characters, tabs and line breaks: "
+                     f"remove it, or point data.dir/data.files at the right file if this one is binary")
+
+
 def parse_lines(lines, where: str) -> tuple[list[list[str]], int]:
     """Whitespace-split sentences, one per line; empty lines are skipped and counted.
-    No sentence at all raises `DataError` naming `where`."""
+    No sentence at all, a row that is not text or a control character raises `DataError`
+    naming `where` (and the row)."""
     sentences, empty = [], 0
-    for line in lines:
+    for row, line in enumerate(lines, 1):
         words = line.split() if isinstance(line, str) else None
+        bad = words is not None and CONTROL.search(line)  # str.split() takes \x1c-\x1f for spaces
+        if bad:
+            raise control_error(f"{where} row {row}", line, bad.start())
         if words:
             sentences.append(words)
         elif words is None:
@@ -184,19 +220,17 @@ def parse_lines(lines, where: str) -> tuple[list[list[str]], int]:
         else:
             empty += 1
     if not sentences:
-        raise DataError(f"{where}: holds no sentences; it must have one sentence per line")
+        reason = f"only {empty} empty lines" if empty else "it is empty"
+        raise DataError(f"{where}: holds no sentences ({reason}); it must have one sentence per line")
     return sentences, empty
 
 
 def read_sentences(path: Path) -> tuple[list[list[str]], int]:
     """Sentences of a UTF-8 file, one per line (see `parse_lines`). A missing, unreadable,
-    non-UTF-8 or empty file raises `DataError` naming it."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (expected one sentence per line)") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
+    non-UTF-8 or empty file, or one with a control character, raises `DataError` naming it
+    (and the line). Linear in the file's size: a 1 MB line reads in a fraction of a second."""
+    path = Path(path)
+    raw = file_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -204,12 +238,44 @@ def read_sentences(path: Path) -> tuple[list[list[str]], int]:
         raise DataError(
             f"{path}:{line}: not valid UTF-8 (byte {raw[err.start]:#04x}); re-encode the file as UTF-8"
         ) from None
+    # before splitting: str.splitlines() would silently take \x0b, \x0c, \x1c-\x1e, \x85 for line ends
+    bad = CONTROL.search(text)
+    if bad:
+        raise control_error(f"{path}:{text.count(chr(10), 0, bad.start()) + 1}", text, bad.start())
     return parse_lines(text.splitlines(), str(path))
 
 
-def encode_split(sentences: Sequence[Sequence[str]], tokenizer: Tokenizer, empty: int = 0) -> Split:
+def file_bytes(path: Path) -> bytes:
+    """A file's bytes; a missing or unreadable file raises `DataError` naming it and the fix."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (expected one sentence per line); "
+                        f"check data.dir and data.files") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a text file; point data.files at the file "
+                        f"with one sentence per line") from None
+    except PermissionError:
+        raise DataError(f"{path}: cannot read it (permission denied); check its permissions") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror or err}); check the file and its "
+                        f"permissions") from None
+
+
+def encode_split(sentences: Sequence[Sequence[str]], tokenizer: Tokenizer, empty: int = 0,
+                 label: str = "") -> Split:
+    """Every sentence's ids (none is ever dropped: evaluation relies on it). A split that takes
+    longer than PROGRESS_SECONDS logs how far it got, so a huge corpus is never silent."""
     words = torch.tensor([len(s) + 1 for s in sentences], dtype=torch.int64)
-    return _from_ids([tokenizer.encode(s) for s in sentences], words, empty)
+    ids, start = [], time.monotonic()
+    last = start
+    for i, sentence in enumerate(sentences):
+        ids.append(tokenizer.encode(sentence))
+        if i % 1000 == 999 and time.monotonic() - last > PROGRESS_SECONDS:
+            last = time.monotonic()
+            log.info("%s: tokenized %d of %d sentences (%.0f s)", label or "data", i + 1,
+                     len(sentences), last - start)
+    return _from_ids(ids, words, empty)
 
 
 def fetch_from_hub(cfg: DataConfig, directory: Path) -> None:
@@ -294,7 +360,8 @@ def load_corpus(cfg: DataConfig, tokenizer_cfg: TokenizerConfig | None = None) -
     """Read (or fetch) the three splits, fit the tokenizer on train, and cache the ids.
 
     The cache key is the tokenizer settings plus the text's checksum, so a second start neither
-    re-trains a sentencepiece model nor re-tokenizes. `max_sentences` and `max_len` apply after.
+    re-trains a sentencepiece model nor re-tokenizes. `max_sentences` and `max_len` apply after
+    (so the ids, and the vocabulary, do not depend on them).
     """
     tokenizer_cfg = tokenizer_cfg or TokenizerConfig()
     digest = hashlib.sha256(f"v{CACHE_VERSION} {tokenizer_cfg.key()}".encode())
@@ -306,30 +373,47 @@ def load_corpus(cfg: DataConfig, tokenizer_cfg: TokenizerConfig | None = None) -
     else:
         paths = split_files(cfg)
         for s in SPLITS:
-            digest.update(hashlib.sha256(paths[s].read_bytes()).digest())
+            digest.update(hashlib.sha256(file_bytes(paths[s])).digest())
         read = lambda: {s: (*read_sentences(p), str(p)) for s, p in paths.items()}  # noqa: E731
     stem = Path(cfg.cache_dir) / f"{cfg.name.replace('/', '--')}-{digest.hexdigest()[:16]}"
 
     corpus = _read_cache(stem.with_suffix(".pt"))
     if corpus is None:
+        start = time.monotonic()
+        log.info("data %s: reading and tokenizing (no cache yet for this text and tokenizer)", cfg.name)
         text = read()
         tokenizer = _fit_tokenizer(text["train"][0], tokenizer_cfg, stem.with_suffix(".model"))
-        corpus = Corpus(tokenizer, {s: encode_split(sents, tokenizer, empty)
-                                    for s, (sents, empty, _) in text.items()})
+        corpus = Corpus(tokenizer, {s: encode_split(sents, tokenizer, empty, f"{s} split ({where})")
+                                    for s, (sents, empty, where) in text.items()})
         _write_cache(stem.with_suffix(".pt"), corpus)
+        log.info("data %s: %s sentences tokenized in %.1f s", cfg.name,
+                 "/".join(str(len(corpus[s])) for s in SPLITS), time.monotonic() - start)
     for s, split in corpus.splits.items():
         if split.empty_lines:
             log.info("%s split: skipped %d empty lines", s, split.empty_lines)
     if cfg.max_sentences is not None:
         corpus = Corpus(corpus.tokenizer, {s: sp.head(cfg.max_sentences) for s, sp in corpus.splits.items()})
     if cfg.max_len is not None:  # training only: evaluation never loses a sentence
-        train, n_long = corpus["train"].limit(cfg.max_len, cfg.long, corpus.tokenizer.eos_id)
+        longest = int(corpus["train"].lengths.max())
+        train, n_long = corpus["train"].limit(cfg.max_len, cfg.long)
         if n_long:
-            log.info("train split: %s %d sentences longer than data.max_len=%d tokens",
-                     {"drop": "dropped", "truncate": "truncated"}[cfg.long], n_long, cfg.max_len)
+            log.info("train split: %s %d sentences longer than data.max_len=%d tokens (the longest "
+                     "has %d); evaluation keeps every sentence; set data.max_len=<tokens> or null "
+                     "to train on them whole", {"drop": "dropped", "truncate": "truncated"}[cfg.long],
+                     n_long, cfg.max_len, longest)
             if not len(train):
-                raise ConfigError(f"data.max_len={cfg.max_len} drops every training sentence; raise it")
+                where = (Path(cfg.dir) / cfg.files["train"] if cfg.source == "files"
+                         else f"{cfg.name}[{cfg.splits['train']}][{cfg.column}]")
+                raise ConfigError(f"data.max_len={cfg.max_len} drops every training sentence of "
+                                  f"{where} (the shortest has {int(corpus['train'].lengths.min())} "
+                                  f"tokens); raise it, or set data.long=truncate")
         corpus = Corpus(corpus.tokenizer, {**corpus.splits, "train": train})
+        for s in SPLITS[1:]:
+            n_long = int((corpus[s].lengths > cfg.max_len).sum())
+            if n_long:
+                log.warning("%s split: %d sentences are longer than data.max_len=%d tokens (the "
+                            "longest has %d); evaluation keeps them, so their batches are slow and large",
+                            s, n_long, cfg.max_len, int(corpus[s].lengths.max()))
     return corpus
 
 

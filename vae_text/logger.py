@@ -35,6 +35,23 @@ class LoggerConfig:
             raise ConfigError(f"logger.mode={self.mode!r} is invalid: offline, online or disabled")
 
 
+def named_after_job(cfg: LoggerConfig) -> LoggerConfig:
+    """Under Hydra, default the wandb run name to the job's overrides and, in a sweep, the group
+    to the sweep: every job of `-m` lands in one group, each named after what it changed."""
+    import dataclasses
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return cfg
+    hc = HydraConfig.get()
+    sweep = hc.mode is not None and hc.mode.name == "MULTIRUN"
+    return dataclasses.replace(
+        cfg, run_name=cfg.run_name or hc.job.override_dirname or Path(hc.runtime.output_dir).name,
+        group=cfg.group or (f"{Path(hc.sweep.dir).parent.name}/{Path(hc.sweep.dir).name}"
+                            if sweep else None))
+
+
 class MetricsLogger:
     def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict[str, Any]):
         self.path = run_dir / "metrics.jsonl"
@@ -82,3 +99,23 @@ class SilentLogger:
 
     def close(self, failed: bool = False) -> None:
         pass
+
+
+class TrainWindow:
+    """Running means of the train metrics between two log lines."""
+
+    def __init__(self):
+        self.sums, self.steps, self.tokens = {}, 0, 0
+
+    def add(self, stats: dict) -> None:
+        self.steps += 1
+        self.tokens += stats["tokens"]
+        for k in ("loss", "rec", "kl", "inner_steps"):
+            self.sums[k] = self.sums.get(k, 0.0) + stats[k]
+        self.beta = stats["beta"]
+
+    def flush(self, seconds: float) -> dict:
+        out = {k: v / self.steps for k, v in self.sums.items()}
+        out.update(beta=self.beta, tokens_per_s=self.tokens / max(seconds, 1e-9))
+        self.sums, self.steps, self.tokens = {}, 0, 0
+        return out

@@ -203,3 +203,34 @@ class TextVAE(nn.Module):
         z = self.sample_z(mu, logvar, generator, eps)
         rec = self.reconstruction(tokens, z, generator, word_noise)
         return Output(rec, gaussian_kl(mu, logvar), mu, logvar)
+
+
+def build_model(cfg: ModelConfig, tokenizer) -> TextVAE:
+    """The one way to make a model: from its config and the tokenizer's vocabulary."""
+    t = tokenizer
+    model = TextVAE(cfg, len(t), t.pad_id, t.bos_id, t.eos_id, t.unk_id)
+    if cfg.init != "default":
+        initialize(model, cfg.init)
+    return model
+
+
+@torch.no_grad()
+def initialize(module: nn.Module, scheme: str) -> None:
+    """Re-initialise every weight of `module` by `scheme` ("default": each layer's own
+    reset_parameters, PyTorch's init; "uniform": the published PTB recipe (He et al. 2019; Li et
+    al. 2019): embeddings U(-0.1, 0.1), every other weight and bias U(-0.01, 0.01)).
+
+    Batch-norm layers keep their init: BN-VAE's fixed scale gamma must stay what it was set to.
+    """
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            continue
+        if scheme == "default":
+            if sub is not module and hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+            continue
+        bound = 0.1 if isinstance(sub, nn.Embedding) else 0.01
+        for p in sub.parameters(recurse=False):
+            p.uniform_(-bound, bound)
+        if isinstance(sub, nn.Embedding) and sub.padding_idx is not None:
+            sub.weight[sub.padding_idx].zero_()  # padding stays a zero vector, as nn.Embedding's

@@ -77,50 +77,55 @@ def kl_weight(step: int, beta: float, name: str, **params) -> float:
     return beta * SCHEDULES[name](step, **params)
 
 
-def free_bits(kl: Tensor, budget: float, mode: str = "dim") -> Tensor:
-    """The KL term of the loss with free bits, a scalar; `kl` is (B, Z) per sentence and dimension.
+FREE_BITS_MODES = ("dim", "sentence", "element")
 
-    mode "dim" (Kingma et al. 2016; Li et al. 2019): the budget is split over the Z dimensions
-    and each dimension's batch-mean KL is raised to budget / Z; "sentence": each sentence's KL is
-    raised to `budget`. Below its threshold a term is constant, so it gets no gradient: the
-    encoder may spend those nats for free. Only the loss changes; the reported KL stays the KL.
+
+def free_bits_kl(kl: Tensor, budget: float, mode: str = "dim",
+                 dim_mean: Tensor | None = None) -> Tensor:
+    """The free-bits KL term summed over the sentences of `kl` (B, Z), a scalar: the one rule the
+    loss and the logged loss both use.
+
+    Below its threshold a term is the constant threshold, so it gets no gradient: the encoder may
+    spend those nats for free (Kingma et al. 2016). Only the loss changes; the reported KL stays
+    the KL. Modes:
+    - "dim": each dimension's *batch-mean* KL is raised to budget / Z (Kingma et al.'s groups as
+      dimensions). `dim_mean` (Z,) is the mean over the whole batch when `kl` holds a share of it
+      (several processes); then the shares' terms add up to the whole batch's.
+    - "sentence": each sentence's total KL is raised to `budget`.
+    - "element": each sentence's KL in each dimension is raised to budget / Z (Li et al. 2019's
+      code for PTB, its `--fb 2`).
+    `budget` <= 0 turns free bits off: the plain KL sum.
     """
     if budget <= 0:
-        return kl.sum(-1).mean()
-    if mode == "dim":
-        return torch.clamp(kl.mean(0), min=budget / kl.shape[1]).sum()
+        return kl.sum()
+    rows, latent = kl.shape
     if mode == "sentence":
-        return torch.clamp(kl.sum(-1), min=budget).mean()
+        return torch.clamp(kl.sum(-1), min=budget).sum()
+    if mode == "element":
+        return torch.clamp(kl, min=budget / latent).sum()
+    if mode == "dim":
+        threshold = budget / latent
+        keep = (kl.mean(0) if dim_mean is None else dim_mean) > threshold  # (Z,)
+        return (kl * keep).sum() + (~keep).sum() * threshold * rows
     raise ValueError(f"unknown free-bits mode {mode!r}")
 
 
+def free_bits(kl: Tensor, budget: float, mode: str = "dim") -> Tensor:
+    """The free-bits KL term of a batch's loss (mean over its sentences), a scalar."""
+    return free_bits_kl(kl, budget, mode) / kl.shape[0]
+
+
 def elbo_loss(rec: Tensor, kl: Tensor, beta: float, free_nats: float = 0.0,
-              mode: str = "dim") -> Tensor:
-    """Training loss: mean over sentences of rec + beta * KL (with free bits when free_nats > 0).
+              mode: str = "dim", batch_size: int | None = None,
+              dim_mean: Tensor | None = None) -> Tensor:
+    """Training loss: rec + beta * KL (with free bits when free_nats > 0) averaged over sentences.
 
-    `rec`: (B,) per sentence; `kl`: (B, Z) per sentence and latent dimension.
+    `rec`: (B,) per sentence; `kl`: (B, Z) per sentence and latent dimension. For a share (rows)
+    of a batch of `batch_size` sentences, with `dim_mean` its mean KL per dimension, the shares'
+    losses add up to the whole batch's, and so do their gradients.
     """
-    return rec.mean() + beta * free_bits(kl, free_nats, mode)
-
-
-def shard_elbo_loss(rec: Tensor, kl: Tensor, beta: float, batch_size: int, free_nats: float = 0.0,
-                    mode: str = "dim", kl_dim_mean: Tensor | None = None) -> Tensor:
-    """`elbo_loss` for a share (rows) of a batch of `batch_size` sentences, as a surrogate whose
-    gradients, summed over the shares, are those of `elbo_loss` on the whole batch.
-
-    Every term is a sum over sentences except per-dimension free bits, whose threshold acts on the
-    batch mean: `kl_dim_mean` (Z,), that mean over the whole batch, decides which dimensions get
-    gradient. With one share holding the batch, the gradient equals `elbo_loss`'s.
-    """
-    if free_nats <= 0:
-        kl_term = kl.sum()
-    elif mode == "sentence":
-        kl_term = torch.clamp(kl.sum(-1), min=free_nats).sum()
-    elif mode == "dim":
-        kl_term = (kl.sum(0) * (kl_dim_mean > free_nats / kl.shape[1])).sum()
-    else:
-        raise ValueError(f"unknown free-bits mode {mode!r}")
-    return (rec.sum() + beta * kl_term) / batch_size
+    batch_size = rec.shape[0] if batch_size is None else batch_size
+    return (rec.sum() + beta * free_bits_kl(kl, free_nats, mode, dim_mean)) / batch_size
 
 
 def sentence_nll(logits: Tensor, targets: Tensor, rows: Tensor, batch_size: int) -> Tensor:

@@ -30,7 +30,7 @@ COLUMNS = [  # (key in the row, header, format)
     ("train_minutes", "train min", ".1f"), ("status", "status", "s"),
 ]
 STOPPED = {"epochs": "epoch cap", "max_steps": "step cap", "early_stopping": "early stop",
-           "max_minutes": "time budget"}  # results.json's "stopped": what ended training
+           "max_minutes": "time budget", "lr_decays": "lr decays"}  # results.json's "stopped": what ended training
 
 
 def find_runs(roots: list[Path]) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import math
 import os
 import sys
 import uuid
@@ -63,9 +64,20 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
     return path
 
 
+def _finite(x: Any) -> Any:
+    """JSON has no NaN or infinity: such floats become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
 def write_json(path: str | Path, data: Any) -> Path:
-    """`data` as indented JSON with a final newline, atomically."""
-    return atomic_write(path, json.dumps(data, indent=2) + "\n")
+    """`data` as indented JSON with a final newline (NaN and infinities as null), atomically."""
+    return atomic_write(path, json.dumps(_finite(data), indent=2) + "\n")
 
 
 def pick_device(name: str | torch.device) -> torch.device:
