@@ -18,7 +18,7 @@ from vae_text.config import ModelConfig
 from vae_text.data import PAD, Vocab, encode_split
 from vae_text.distributed import Dist
 from vae_text.metrics import EvalConfig, evaluate
-from vae_text.model import TextVAE
+from vae_text.model import build_model
 
 # word dropout, sampled z and per-dimension free bits (a batch-level threshold) all in play; a global
 # batch of 7 splits 3 + 4 over two ranks; no nn.Dropout (its masks are drawn per rank)
@@ -100,7 +100,7 @@ def test_evaluation_over_three_ranks_equals_one_when_batches_do_not_divide():
     split = encode_split(sentences, vocab)
     torch.manual_seed(0)
     cfg = ModelConfig(embed_size=9, encoder_hidden=11, latent_size=4, decoder_hidden=13)
-    model = TextVAE(cfg, len(vocab)).eval()
+    model = build_model(cfg, vocab).eval()
     single = evaluate(model, split, vocab, EvalConfig(batch_size=5, iw_samples=6, progress=False))
     ctx = mp.get_context("spawn")
     out = ctx.Queue()

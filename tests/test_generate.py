@@ -2,15 +2,17 @@ import pytest
 import torch
 
 from vae_text.config import ModelConfig
+from vae_text.data import Vocab
 from vae_text.generate import DecodeConfig, decode, filter_logits, greedy_decode
-from vae_text.model import TextVAE
+from vae_text.model import build_model
 
 V = 17  # batch 6, embed 7, encoder 9, latent 5, decoder 11
+VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(V - 4)])
 
 
 def model(**kw):
     torch.manual_seed(0)
-    m = TextVAE(ModelConfig(embed_size=7, encoder_hidden=9, latent_size=5, decoder_hidden=11, **kw), V)
+    m = build_model(ModelConfig(embed_size=7, encoder_hidden=9, latent_size=5, decoder_hidden=11, **kw), VOCAB)
     with torch.no_grad():  # a peaked output layer: decoding paths differ between strategies
         m.decoder.proj.weight.mul_(8)
     return m.eval()

@@ -5,15 +5,15 @@ import torch
 
 from vae_text.config import ModelConfig
 from vae_text.data import BOS, EOS, PAD, UNK, DataConfig, Vocab, collate, encode_split, load_corpus
+from vae_text.latent import DiagonalGaussian
 from vae_text.metrics import (
     EvalConfig,
     active_units,
     evaluate,
     iw_log_likelihood,
-    log_normal,
     mutual_information,
 )
-from vae_text.model import TextVAE
+from vae_text.model import build_model
 
 WORDS = ["a", "b", "c"]  # vocabulary 4 specials + 3 = 7
 
@@ -25,7 +25,7 @@ def tiny_vae(latent=1, steps=150, sentences=None, seed=0, beta=0.2, **kw):
     sentences = sentences or [["a"], ["b", "c"], ["c", "c", "a"], ["b"], ["a", "b"], ["c"]]
     split = encode_split(sentences, vocab)
     cfg = ModelConfig(embed_size=5, encoder_hidden=9, latent_size=latent, decoder_hidden=8, **kw)
-    model = TextVAE(cfg, len(vocab))
+    model = build_model(cfg, vocab)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     batch = collate(split, torch.arange(len(split)))
     for _ in range(steps):
@@ -43,13 +43,14 @@ def quadrature(model, batch, points=4001, span=12.0):
     dz = float(z[1] - z[0])
     log_px, elbo = [], []
     with torch.no_grad():
-        mu, logvar = model.encode(batch.tokens, batch.lengths)
+        posterior = model.encode(batch.tokens, batch.lengths)
+        mu, logvar = posterior.mu, posterior.logvar
         for i in range(len(batch)):
             tokens = batch.tokens[i: i + 1].expand(points, -1)
             log_px_z = -model.reconstruction(tokens, z[:, None].float()).double()  # (points,)
             log_prior = -0.5 * (math.log(2 * math.pi) + z**2)
             log_px.append(torch.logsumexp(log_px_z + log_prior, 0) + math.log(dz))
-            q = log_normal(z[:, None], mu[i].double(), logvar[i].double()).exp()
+            q = DiagonalGaussian(mu[i].double(), logvar[i].double()).log_prob(z[:, None]).exp()
             kl = 0.5 * (mu[i] ** 2 + logvar[i].exp() - 1 - logvar[i]).sum().double()
             elbo.append((q * log_px_z).sum() * dz - kl)
     return torch.stack(log_px), torch.stack(elbo)
@@ -118,18 +119,19 @@ def test_mutual_information_estimator():
     mu = torch.full((n, latent), 0.3)
     logvar = torch.full((n, latent), -0.5)
     z = mu + (0.5 * logvar).exp() * torch.randn(n, latent, generator=g)
-    assert abs(mutual_information(mu, logvar, z)) < 0.03
+    assert abs(mutual_information(DiagonalGaussian(mu, logvar), z)) < 0.03
     # mu ~ N(0, s^2), q(z|x) = N(mu, sigma^2): I = latent/2 * log(1 + s^2 / sigma^2)
     s, sigma = 1.0, 1.0
     mu = s * torch.randn(n, latent, generator=g)
     logvar = torch.full((n, latent), 2 * math.log(sigma))
     z = mu + sigma * torch.randn(n, latent, generator=g)
-    assert mutual_information(mu, logvar, z) == pytest.approx(latent / 2 * math.log(2), abs=0.06)
+    assert mutual_information(DiagonalGaussian(mu, logvar), z) == pytest.approx(latent / 2 * math.log(2),
+                                                                                abs=0.06)
     # very informative posteriors: capped by log N
     mu = 10 * torch.randn(n, latent, generator=g)
     logvar = torch.full((n, latent), -6.0)
     z = mu + math.exp(-3) * torch.randn(n, latent, generator=g)
-    assert mutual_information(mu, logvar, z) == pytest.approx(math.log(n), abs=0.01)
+    assert mutual_information(DiagonalGaussian(mu, logvar), z) == pytest.approx(math.log(n), abs=0.01)
 
 
 def test_active_units_on_constructed_encoders():
@@ -154,7 +156,7 @@ def test_language_model_nll_is_exact_sum_of_sentence_losses():
     vocab = Vocab([PAD, BOS, EOS, UNK, *WORDS])
     split = encode_split([["a", "b"], ["c"], ["a", "a", "a"]], vocab)
     torch.manual_seed(0)
-    model = TextVAE(ModelConfig(kind="lm", embed_size=5, decoder_hidden=8), len(vocab)).eval()
+    model = build_model(ModelConfig(kind="lm", embed_size=5, decoder_hidden=8), vocab).eval()
     m = evaluate(model, split, vocab, EvalConfig(progress=False))
     batch = collate(split, torch.arange(3))
     with torch.no_grad():
@@ -168,8 +170,8 @@ def test_language_model_nll_is_exact_sum_of_sentence_losses():
 def test_ptb_test_counts_and_ppl_denominator(ptb_dir, ptb_cache):
     corpus = load_corpus(DataConfig(dir=str(ptb_dir), cache_dir=str(ptb_cache)))
     torch.manual_seed(0)
-    model = TextVAE(ModelConfig(embed_size=8, encoder_hidden=12, latent_size=3, decoder_hidden=10),
-                    len(corpus.tokenizer)).eval()
+    model = build_model(ModelConfig(embed_size=8, encoder_hidden=12, latent_size=3, decoder_hidden=10),
+                        corpus.tokenizer).eval()
     m = evaluate(model, corpus["test"], corpus.tokenizer,
                  EvalConfig(iw_samples=0, reconstruct=False, batch_size=512, progress=False),
                  full=False)

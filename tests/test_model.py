@@ -4,10 +4,13 @@ import pytest
 import torch
 
 from vae_text.config import ModelConfig
-from vae_text.model import Encoder, TextVAE, decoder_inputs, word_dropout
+from vae_text.data import Vocab
+from vae_text.encoders import LSTMEncoder as Encoder
+from vae_text.model import build_model, decoder_inputs, word_dropout
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 V = 23  # vocabulary; batch 5, embed 7, encoder 9, latent 4, decoder 11: all different
+VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(V - 4)])
 
 
 def cfg(**kw) -> ModelConfig:
@@ -68,7 +71,7 @@ def test_word_dropout_touches_only_decoder_words():
 
 def test_word_dropout_never_changes_targets_only_inputs():
     torch.manual_seed(0)
-    model = TextVAE(cfg(word_dropout=0.99), V).train()
+    model = build_model(cfg(word_dropout=0.99), VOCAB).train()
     tokens, lengths = pad(sentences())
     z = torch.randn(5, 4)
     before = tokens.clone()
@@ -79,25 +82,26 @@ def test_word_dropout_never_changes_targets_only_inputs():
 @pytest.mark.parametrize("conditioning", ["init", "concat", "both"])
 def test_sentence_loss_does_not_depend_on_batch_or_padding(conditioning):
     torch.manual_seed(0)
-    model = TextVAE(cfg(conditioning=conditioning, decoder_layers=2), V).eval()
+    model = build_model(cfg(conditioning=conditioning, decoder_layers=2), VOCAB).eval()
     sents = sentences()
     tokens, lengths = pad(sents)
     z = torch.randn(5, 4)
     together = model.reconstruction(tokens, z)
-    mu, logvar = model.encode(tokens, lengths)
+    q = model.encode(tokens, lengths)
+    mu, logvar = q.mu, q.logvar
     for i, s in enumerate(sents):
         alone_tokens, alone_lengths = pad([s])
         extra = torch.cat([alone_tokens, torch.full((1, 9), PAD)], 1)  # more padding
         for t in (alone_tokens, extra):
             torch.testing.assert_close(model.reconstruction(t, z[i : i + 1])[0], together[i])
-        m, lv = model.encode(alone_tokens, alone_lengths)
-        torch.testing.assert_close(m[0], mu[i])
-        torch.testing.assert_close(lv[0], logvar[i])
+        alone = model.encode(alone_tokens, alone_lengths)
+        torch.testing.assert_close(alone.mu[0], mu[i])
+        torch.testing.assert_close(alone.logvar[0], logvar[i])
 
 
 def test_reconstruction_is_the_sum_of_token_nll():
     torch.manual_seed(0)
-    model = TextVAE(cfg(), V).eval()
+    model = build_model(cfg(), VOCAB).eval()
     s = sentences(1)[0]
     tokens, _ = pad([s])
     z = torch.randn(1, 4)
@@ -109,7 +113,7 @@ def test_reconstruction_is_the_sum_of_token_nll():
 
 def test_decoder_is_causal_and_conditioned_on_z():
     torch.manual_seed(0)
-    model = TextVAE(cfg(), V).eval()
+    model = build_model(cfg(), VOCAB).eval()
     tokens, _ = pad([[5, 6, 7, 8, EOS]])
     z = torch.randn(1, 4)
     inputs = decoder_inputs(tokens, BOS, EOS, PAD)
@@ -126,7 +130,7 @@ def test_decoder_is_causal_and_conditioned_on_z():
 @pytest.mark.parametrize("conditioning,concat_in,has_init", [
     ("init", 7, True), ("concat", 7 + 4, False), ("both", 7 + 4, True)])
 def test_conditioning_modes(conditioning, concat_in, has_init):
-    model = TextVAE(cfg(conditioning=conditioning), V)
+    model = build_model(cfg(conditioning=conditioning), VOCAB)
     assert model.decoder.lstm.input_size == concat_in
     assert (model.decoder.init_state is not None) == has_init
     assert model.decoder.lstm.bidirectional is False
@@ -135,10 +139,10 @@ def test_conditioning_modes(conditioning, concat_in, has_init):
 def test_kl_per_dimension_and_sampling_switch():
     torch.manual_seed(0)
     tokens, lengths = pad(sentences())
-    vae = TextVAE(cfg(), V).eval()
+    vae = build_model(cfg(), VOCAB).eval()
     out = vae(tokens, lengths)
     assert out.kl.shape == (5, 4) and torch.all(out.kl >= 0)
-    ae = TextVAE(cfg(sample_z=False), V).eval()
+    ae = build_model(cfg(sample_z=False), VOCAB).eval()
     a, b = ae(tokens, lengths), ae(tokens, lengths)
     torch.testing.assert_close(a.rec, b.rec)  # z = mu: deterministic
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -146,7 +150,7 @@ def test_kl_per_dimension_and_sampling_switch():
 
 
 def test_language_model_has_no_latent():
-    model = TextVAE(cfg(kind="lm"), V)
+    model = build_model(cfg(kind="lm"), VOCAB)
     assert not hasattr(model, "encoder") and model.decoder.init_state is None
     assert model.decoder.lstm.input_size == 7
     tokens, lengths = pad(sentences())
@@ -158,7 +162,7 @@ def test_tiny_model_overfits_a_tiny_corpus():
     torch.manual_seed(0)
     sents = [s for s in sentences(5, seed=3)]
     tokens, lengths = pad(sents)
-    model = TextVAE(cfg(embed_size=16, encoder_hidden=32, decoder_hidden=32), V)
+    model = build_model(cfg(embed_size=16, encoder_hidden=32, decoder_hidden=32), VOCAB)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
     for _ in range(300):
@@ -169,7 +173,7 @@ def test_tiny_model_overfits_a_tiny_corpus():
         opt.step()
         first = first if first is not None else loss.item()
     model.eval()
-    rec = model.reconstruction(tokens, model.encode(tokens, lengths)[0])
+    rec = model.reconstruction(tokens, model.encode(tokens, lengths).mean)
     assert first > 10 and rec.max().item() < 0.5  # every sentence almost surely reproduced
 
 

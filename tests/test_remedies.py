@@ -6,7 +6,8 @@ import torch
 from conftest import CONF, compose_cfg, tiny_overrides
 from vae_text.checkpoint import load_checkpoint
 from vae_text.config import ModelConfig
-from vae_text.model import TextVAE, word_dropout_rate
+from vae_text.data import Vocab
+from vae_text.model import build_model, word_dropout_rate
 from vae_text.remedies import (
     aggressive_encoder_updates,
     encoder_parameters,
@@ -16,12 +17,13 @@ from vae_text.remedies import (
 from vae_text.train import train
 
 V = 19
+VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(V - 4)])
 
 
 def model_and_batch(**kw):
     torch.manual_seed(0)
-    model = TextVAE(ModelConfig(embed_size=7, encoder_hidden=9, latent_size=5, decoder_hidden=11,
-                                **kw), V)
+    model = build_model(ModelConfig(embed_size=7, encoder_hidden=9, latent_size=5, decoder_hidden=11,
+                                    **kw), VOCAB)
     lengths = torch.tensor([4, 6, 3, 5, 2, 6, 4, 3])  # batch 8
     tokens = torch.zeros(8, 6, dtype=torch.long)
     for i, n in enumerate(lengths.tolist()):
@@ -43,7 +45,7 @@ def test_bn_vae_batch_mu_has_the_configured_mean_and_scale():
     with torch.no_grad():
         model.head.mu_bn.bias.fill_(0.25)
         model.head.linear.weight.mul_(50)  # pre-BN spread >> BatchNorm's eps
-    mu, _ = model.train().encode(tokens, lengths)
+    mu = model.train().encode(tokens, lengths).mean
     torch.testing.assert_close(mu.mean(0), torch.full((5,), 0.25), atol=1e-5, rtol=0)
     torch.testing.assert_close(mu.var(0, unbiased=False), torch.full((5,), 0.36), atol=1e-3, rtol=0)
     assert not model.head.mu_bn.weight.requires_grad  # gamma is fixed, the shift is learnt
@@ -153,3 +155,26 @@ def test_every_experiment_runs_a_few_steps_on_a_tiny_corpus(name, corpus_dir, tm
         overrides.append("tokenizer.vocab_size=30")
     results = train(compose_cfg(overrides), tmp_path / "run")
     assert results["steps"] >= 3 and (tmp_path / "run" / "eval_test.json").is_file()
+
+
+def test_pretraining_to_convergence_ends_its_phase_on_lr_decays(corpus_dir, tmp_path):
+    # The published recipe: the autoencoder phase is a run of its own (best val rec, the lr
+    # plateau rule) that ends at its lr decays, well before its epoch cap; the VAE phase then has
+    # its own train.epochs and its own decays.
+    run = tmp_path / "run"
+    results = train(compose_cfg(tiny_overrides(
+        corpus_dir, "remedy.pretrain_epochs=30", "remedy.pretrain_converge=true",
+        "optim=sgd", "optim.lr=2.0", "optim.plateau_factor=0.5", "optim.plateau_patience=0",
+        "optim.plateau_reload_best=true", "train.max_lr_decays=1", "train.epochs=3",
+        "eval.iw_samples=0")), run)
+    ae = load_checkpoint(run, "pretrained.pt")
+    ae_epochs = ae["state"]["epoch"]
+    assert 1 <= ae_epochs < 30
+    assert ae_epochs < results["epochs"] <= ae_epochs + 3
+    rows = [r for r in records(run) if "val/rec" in r]
+    pre = [r for r in rows if r.get("val/pretraining")]
+    assert len(pre) == ae_epochs and len(rows) == results["epochs"]
+    # the phase went on from its best autoencoder: the saved encoder is the best val rec's
+    best_rec = min(r["val/rec"] for r in pre)
+    assert best_rec < pre[-1]["val/rec"] or pre[-1]["val/rec"] == best_rec
+    assert [r["val/lr"] for r in pre][0] == 2.0 and rows[ae_epochs]["val/lr"] == 2.0  # fresh VAE lr

@@ -21,6 +21,14 @@ T = TypeVar("T")
 @dataclass
 class ModelConfig:
     kind: str = "vae"  # "vae" (latent z) or "lm" (the same decoder, no latent)
+    encoder: str = "lstm"  # vae_text.encoders.ENCODERS
+    decoder: str = "lstm"  # vae_text.decoders.DECODERS
+    posterior: str = "gaussian"  # q(z|x): vae_text.latent.POSTERIORS
+    prior: str = "standard_normal"  # p(z): vae_text.latent.PRIORS
+    encoder_args: dict[str, Any] = field(default_factory=dict)  # options of the chosen encoder
+    decoder_args: dict[str, Any] = field(default_factory=dict)  # ... decoder
+    posterior_args: dict[str, Any] = field(default_factory=dict)  # ... posterior family
+    prior_args: dict[str, Any] = field(default_factory=dict)  # ... prior
     embed_size: int = 100
     encoder_hidden: int = 200
     encoder_layers: int = 1
@@ -53,6 +61,35 @@ class ModelConfig:
         _positive_or_null("model.bn_gamma", self.bn_gamma)
         if self.kind == "lm" and self.bn_gamma is not None:
             raise ConfigError("model.bn_gamma is set but model.kind=lm has no latent: unset it")
+        self._check_parts()
+
+    def _check_parts(self) -> None:
+        """Each part names a registry entry, and its `_args` are options that entry declares."""
+        from vae_text.decoders import DECODERS  # late imports: they import torch
+        from vae_text.encoders import ENCODERS
+        from vae_text.latent import POSTERIORS, PRIORS
+
+        parts = [("decoder", DECODERS)]
+        if self.kind == "vae":
+            parts += [("encoder", ENCODERS), ("posterior", POSTERIORS), ("prior", PRIORS)]
+        for part, registry in parts:
+            name, args = getattr(self, part), getattr(self, f"{part}_args")
+            if name not in registry:
+                raise ConfigError(f"model.{part}={name!r} is unknown: choose one of {sorted(registry)}")
+            if not isinstance(args, dict):
+                raise ConfigError(f"model.{part}_args={args!r} is invalid: a mapping of options")
+            known = _options(registry[name])
+            for key in args:
+                if key not in known:
+                    raise ConfigError(f"model.{part}_args.{key} is not an option of "
+                                      f"model.{part}={name}: it takes {sorted(known) or 'none'}")
+        if self.kind == "vae" and self.bn_gamma is not None:
+            if "bn_gamma" not in _options(POSTERIORS[self.posterior]):
+                raise ConfigError(f"model.bn_gamma (BN-VAE) is not an option of "
+                                  f"model.posterior={self.posterior}: unset it")
+            if "bn_gamma" in self.posterior_args:
+                raise ConfigError("model.bn_gamma and model.posterior_args.bn_gamma are both set: "
+                                  "set model.bn_gamma only")
 
 
 @dataclass
@@ -173,6 +210,8 @@ class RemedyConfig:
     aggressive_max_inner: int = 100  # cap of the inner loop
     aggressive_check_every: int = 10  # inner steps between two checks of the encoder's loss
     pretrain_epochs: int = 0  # Li et al. 2019: autoencoder epochs (beta = 0, z = mu) first
+    pretrain_converge: bool = False  # the AE phase as a run of its own: best val rec, lr plateau
+    # rule, ending at train.max_lr_decays decays (or pretrain_epochs); the VAE starts from its best
 
     def __post_init__(self) -> None:
         _positive_int("remedy.aggressive_max_inner", self.aggressive_max_inner)
@@ -198,6 +237,12 @@ def section(cls: type[T], node: DictConfig | dict | None, prefix: str) -> T:
     if "betas" in data:
         data = {**data, "betas": tuple(data["betas"])}
     return cls(**data)
+
+
+def _options(cls: type) -> set[str]:
+    """A registry entry's options: the keyword-only arguments of its __init__."""
+    return {p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def _parameters(fn) -> set[str]:

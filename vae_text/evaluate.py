@@ -42,7 +42,7 @@ def format_table(metrics: dict, title: str) -> str:
     lines = [f"| {title} | |", "|---|---:|"]
     lines += [f"| {label} | {metrics[key]:{fmt}} |" for key, label, fmt in ROWS if key in metrics]
     if "au" in metrics:
-        lines.append(f"| latent size | {len(metrics['kl_per_dim'])} |")
+        lines.append(f"| latent size | {len(metrics['au_variances'])} |")
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@ and beam search.
 
 Every strategy stops a sentence at its first <eos> and copes with one that never emits it:
 `max_len` tokens at most, then the sentence is cut. Results are token ids without <bos>/<eos>.
-Sampling draws from an explicit `torch.Generator`, so a seeded call is reproducible.
+Sampling draws from an explicit `torch.Generator`, so a seeded call is reproducible. The decoder
+is driven through its protocol only (`start`, `step`, `reorder`: vae_text.decoders).
 """
 
 from __future__ import annotations
@@ -83,12 +84,12 @@ def _start(model: TextVAE, z: Tensor | None, batch_size: int | None) -> tuple[in
 
 def _stepwise(model, z, cfg, generator, batch_size):
     batch, device = _start(model, z, batch_size)
-    inputs = torch.full((batch, 1), model.bos_id, dtype=torch.long, device=device)
+    inputs = torch.full((batch,), model.bos_id, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    state, steps = None, []
+    state, steps = model.decoder.start(z, batch), []
     for _ in range(cfg.max_len):
-        h, state = model.decoder.hidden_states(inputs, z, state)  # (B, 1, H)
-        logits = model.decoder.logits(h[:, -1]).float()  # (B, V)
+        logits, state = model.decoder.step(inputs, state)
+        logits = logits.float()  # (B, V)
         if cfg.strategy == "greedy" or cfg.temperature == 0:
             nxt = logits.argmax(-1)
         else:
@@ -104,7 +105,7 @@ def _stepwise(model, z, cfg, generator, batch_size):
         done |= nxt == model.eos_id
         if bool(done.all()):
             break
-        inputs = nxt[:, None]
+        inputs = nxt
     ids = torch.stack(steps, 1).tolist()
     return [_until_eos(row, model.eos_id, model.pad_id) for row in ids]
 
@@ -115,16 +116,16 @@ def _beam(model, z, cfg, batch_size):
     batch, device = _start(model, z, batch_size)
     k = cfg.beam_size
     zz = z.repeat_interleave(k, 0) if z is not None else None  # (B*k, Z)
-    inputs = torch.full((batch * k, 1), model.bos_id, dtype=torch.long, device=device)
+    inputs = torch.full((batch * k,), model.bos_id, dtype=torch.long, device=device)
     scores = torch.zeros(batch, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: keep one
     history = torch.zeros(batch, k, 0, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
     done = [False] * batch
-    state = None
+    state = model.decoder.start(zz, batch * k)
     for t in range(cfg.max_len):
-        h, state = model.decoder.hidden_states(inputs, zz, state)
-        logp = model.decoder.logits(h[:, -1]).float().log_softmax(-1)  # (B*k, V)
+        logits, state = model.decoder.step(inputs, state)
+        logp = logits.float().log_softmax(-1)  # (B*k, V)
         vocab = logp.shape[-1]
         total = (scores[:, :, None] + logp.view(batch, k, vocab)).view(batch, k * vocab)
         top, idx = total.topk(2 * k, dim=-1)  # room for beams that end here
@@ -147,11 +148,11 @@ def _beam(model, z, cfg, batch_size):
                 new_scores[b, kept], new_beam[b, kept], new_token[b, kept] = score, beam[b, j], token[b, j]
                 kept += 1
         rows = (torch.arange(batch, device=device)[:, None] * k + new_beam).view(-1)
-        state = tuple(s[:, rows] for s in state)
+        state = model.decoder.reorder(state, rows)
         history = torch.cat([history.gather(1, new_beam[:, :, None].expand(-1, -1, history.shape[2])),
                              new_token[:, :, None]], dim=2)
         scores = new_scores
-        inputs = new_token.view(-1, 1)
+        inputs = new_token.view(-1)
         # A sentence is done when it has k finished hypotheses and none of its open beams, at
         # its current length, beats the best of them (Hugging Face's heuristic; with beam 1
         # this is exactly greedy decoding, whatever the length penalty).

@@ -24,9 +24,9 @@ from tqdm import tqdm
 from vae_text.data import Batch, Split, Tokenizer, batch_plan, iterate
 from vae_text.distributed import Dist
 from vae_text.generate import greedy_decode
+from vae_text.latent import Posterior, kl_term
 from vae_text.model import TextVAE
 
-LOG_2PI = math.log(2 * math.pi)
 MI_ESTIMATOR = "aggregate posterior over the whole evaluation set (Li et al. 2019 / Optimus)"
 
 
@@ -61,7 +61,8 @@ class EvalConfig:
 
 def sentence_noise(tokens: Tensor, lengths: Tensor, samples: int, latent: int, seed: int,
                    salt: str = "") -> Tensor:
-    """Standard-normal noise (B, samples, latent), each row seeded from its sentence's ids."""
+    """Standard-normal noise (B, samples, latent), each row seeded from its sentence's ids
+    (`latent`: the posterior's noise_size)."""
     rows = []
     for ids, n in zip(tokens.tolist(), lengths.tolist()):
         key = hashlib.blake2b(f"{seed}{salt}:{ids[:n]}".encode(), digest_size=8).digest()
@@ -70,31 +71,23 @@ def sentence_noise(tokens: Tensor, lengths: Tensor, samples: int, latent: int, s
     return torch.stack(rows).to(tokens.device)
 
 
-def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, diag(exp(logvar))), summed over the last dimension."""
-    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
-
-
 # --- the pieces ---------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def batch_elbo(model: TextVAE, batch: Batch, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """rec (B,), KL per dim (B, Z), mu, logvar for one batch; one posterior sample per sentence
-    (z = mu for a model trained without sampling)."""
+def batch_elbo(model: TextVAE, batch: Batch, seed: int) -> tuple[Tensor, Tensor, Posterior | None]:
+    """rec (B,), KL (B, Z) per dimension (or (B, 1), see `latent.kl_term`) and q(z|x) for one
+    batch; one posterior sample per sentence (z = its mean for a model trained without sampling)."""
     if not model.has_latent:
         rec = model.reconstruction(batch.tokens, None)
-        empty = rec.new_zeros(len(batch), 0)
-        return rec, empty, empty, empty
-    mu, logvar = model.encode(batch.tokens, batch.lengths)
+        return rec, rec.new_zeros(len(batch), 0), None
+    q = model.encode(batch.tokens, batch.lengths)
     if model.use_mean:
-        z = mu
+        z = q.mean
     else:
-        eps = sentence_noise(batch.tokens, batch.lengths, 1, mu.shape[1], seed, "elbo")[:, 0]
-        z = mu + torch.exp(0.5 * logvar) * eps
+        z = q.rsample(eps=sentence_noise(batch.tokens, batch.lengths, 1, q.noise_size, seed, "elbo")[:, 0])
     rec = model.reconstruction(batch.tokens, z)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
-    return rec, kl, mu, logvar
+    return rec, kl_term(q, model.prior, z), q
 
 
 @torch.no_grad()
@@ -106,18 +99,19 @@ def iw_log_likelihood(model: TextVAE, batch: Batch, samples: int, seed: int,
     The encoder runs once; all (sentence, sample) pairs go through the decoder in chunks whose
     logits fit in `memory_mb`.
     """
-    mu, logvar = model.encode(batch.tokens, batch.lengths)  # (B, Z)
-    eps = sentence_noise(batch.tokens, batch.lengths, samples, mu.shape[1], seed, "iw")
-    z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps  # (B, K, Z)
-    log_prior = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)  # (B, K)
-    log_q = log_normal(z, mu[:, None], logvar[:, None])  # (B, K)
+    q = model.encode(batch.tokens, batch.lengths)
+    eps = sentence_noise(batch.tokens, batch.lengths, samples, q.noise_size, seed, "iw")  # (B, K, .)
+    z = q.rsample(eps=eps.transpose(0, 1))  # (K, B, Z)
+    log_prior = model.prior.log_prob(z).T  # (B, K)
+    log_q = q.log_prob(z).T  # (B, K)
 
     B, T = batch.tokens.shape
-    vocab = model.decoder.proj.out_features
+    vocab = model.decoder.vocab_size
     rows_per_chunk = max(1, int(memory_mb * 2**20 / (3 * 4 * vocab * T)))  # logits + softmax work
-    flat_z = z.reshape(B * samples, -1)
-    sentence = torch.arange(B, device=mu.device).repeat_interleave(samples)
-    log_px_z = torch.empty(B * samples, device=mu.device)
+    flat_z = z.transpose(0, 1).reshape(B * samples, -1)  # sentence-major: row b * K + k
+    device = batch.tokens.device
+    sentence = torch.arange(B, device=device).repeat_interleave(samples)
+    log_px_z = torch.empty(B * samples, device=device)
     for start in range(0, B * samples, rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
         log_px_z[rows] = -model.reconstruction(batch.tokens[sentence[rows]], flat_z[rows])
@@ -125,21 +119,22 @@ def iw_log_likelihood(model: TextVAE, batch: Batch, samples: int, seed: int,
     return torch.logsumexp(log_w, dim=1) - math.log(samples)
 
 
-def mutual_information(mu: Tensor, logvar: Tensor, z: Tensor, chunk: int = 512) -> float:
+def mutual_information(q: Posterior, z: Tensor, chunk: int = 512) -> float:
     """I(x; z) under q(x, z) = p_data(x) q(z|x), with the aggregate posterior taken over the
     whole set: E_x E_q(z|x)[log q(z|x)] - E_x E_q(z|x)[log (1/N) sum_j q(z|x_j)].
 
-    mu, logvar: (N, Z) posteriors of the N sentences; z: (N, Z), one sample from each. The
-    estimate is capped near log N.
+    q: the posteriors of the N sentences (one object, e.g. `Posterior.cat` of the batches);
+    z: (N, Z), one sample from each. The first term is -entropy when q has it in closed form,
+    else log q(z|x) at the sample. The estimate is capped near log N.
     """
-    mu, logvar, z = mu.double(), logvar.double(), z.double()
-    n, latent = mu.shape
-    neg_entropy = (-0.5 * latent * LOG_2PI - 0.5 * (1 + logvar).sum(-1)).mean()
+    q, z = q.map(torch.Tensor.double), z.double()
+    n = len(q)
+    entropy = q.entropy()
+    neg_entropy = (-entropy).mean() if entropy is not None else q.log_prob(z).mean()
     log_qz = torch.empty(n, dtype=torch.float64)
     for start in range(0, n, chunk):
-        zi = z[start: start + chunk, None]  # (c, 1, Z) against every posterior (1, N, Z)
-        log_qz[start: start + chunk] = torch.logsumexp(
-            log_normal(zi, mu[None], logvar[None]), dim=1) - math.log(n)
+        zi = z[start: start + chunk, None]  # (c, 1, Z) against every posterior (N,) -> (c, N)
+        log_qz[start: start + chunk] = torch.logsumexp(q.log_prob(zi), dim=1) - math.log(n)
     return float(neg_entropy - log_qz.mean())
 
 
@@ -177,8 +172,8 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
 
     rec_sum = torch.zeros((), dtype=torch.float64)
     iw_sum = torch.zeros((), dtype=torch.float64)
-    kl_dims = torch.zeros(model.latent_size, dtype=torch.float64)
-    mus, logvars, zs = [], [], []
+    kl_dims = torch.zeros((), dtype=torch.float64)  # becomes (Z,) or (1,): see latent.kl_term
+    posteriors, zs = [], []
     correct = 0
     hyps, refs = [], []
     bar = tqdm(total=sum(int(split.lengths[i].sum()) for i in plan), unit="tok",
@@ -186,20 +181,19 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
                desc=f"IW-NLL K={cfg.iw_samples}", dynamic_ncols=True, leave=False)
     for batch in iterate(split, plan):
         batch = batch.to(device)
-        rec, kl, mu, logvar = batch_elbo(model, batch, cfg.seed)
+        rec, kl, q = batch_elbo(model, batch, cfg.seed)
         rec_sum += rec.double().sum().cpu()
-        kl_dims += kl.double().sum(0).cpu()
+        kl_dims = kl_dims + kl.double().sum(0).cpu()
         if model.has_latent:
-            eps = sentence_noise(batch.tokens, batch.lengths, 1, mu.shape[1], cfg.seed, "mi")[:, 0]
-            mus.append(mu.cpu())
-            logvars.append(logvar.cpu())
-            zs.append((mu + torch.exp(0.5 * logvar) * eps).cpu())
+            eps = sentence_noise(batch.tokens, batch.lengths, 1, q.noise_size, cfg.seed, "mi")[:, 0]
+            posteriors.append(q.to("cpu"))
+            zs.append(q.rsample(eps=eps).cpu())
         if do_iw:
             iw_sum -= iw_log_likelihood(model, batch, cfg.iw_samples, cfg.seed, cfg.memory_mb).sum().cpu()
         if do_recon:
-            correct += token_hits(model, batch, mu)
+            correct += token_hits(model, batch, q.mean)
             lengths = batch.lengths.tolist()
-            for row, ids in enumerate(greedy_decode(model, mu, max_len=max(lengths) * 2 + 10)):
+            for row, ids in enumerate(greedy_decode(model, q.mean, max_len=max(lengths) * 2 + 10)):
                 ids = ids[: lengths[row] * 2 + 10]  # each sentence's own cap, whatever its batch
                 hyps.append(" ".join(tokenizer.decode(ids)))
                 refs.append(" ".join(tokenizer.decode(batch.tokens[row, : lengths[row]].tolist())))
@@ -207,11 +201,11 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     bar.close()
     model.train(was_training)
     if dist.active:  # every rank's share, in rank order: sums add, sentences concatenate
-        parts = dist.gather((rec_sum, iw_sum, kl_dims, mus, logvars, zs, correct, hyps, refs))
+        parts = dist.gather((rec_sum, iw_sum, kl_dims, posteriors, zs, correct, hyps, refs))
         rec_sum, iw_sum, kl_dims = (sum(p[k] for p in parts) for k in range(3))
-        mus, logvars, zs = ([t for p in parts for t in p[k]] for k in (3, 4, 5))
-        correct = sum(p[6] for p in parts)
-        hyps, refs = ([h for p in parts for h in p[k]] for k in (7, 8))
+        posteriors, zs = ([t for p in parts for t in p[k]] for k in (3, 4))
+        correct = sum(p[5] for p in parts)
+        hyps, refs = ([h for p in parts for h in p[k]] for k in (6, 7))
 
     n, tokens = len(split), split.num_words  # PPL is per word (+ <eos>) whatever the tokenizer
     kl_sum = kl_dims.sum()
@@ -224,10 +218,11 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     if not model.has_latent:  # no latent: the decoder's NLL is the exact log-likelihood
         out.update(nll=out["rec"], ppl=math.exp(float(rec_sum / tokens)), nll_estimator="exact")
     else:
-        mu_all, logvar_all = torch.cat(mus), torch.cat(logvars)
-        au, variances = active_units(mu_all, cfg.au_threshold)
-        out.update(kl_per_dim=(kl_dims / n).tolist(),
-                   mi=mutual_information(mu_all, logvar_all, torch.cat(zs)),
+        q_all = type(posteriors[0]).cat(posteriors)
+        au, variances = active_units(q_all.mean, cfg.au_threshold)
+        if kl_dims.numel() == model.latent_size:  # the KL has a closed form per dimension
+            out["kl_per_dim"] = (kl_dims / n).tolist()
+        out.update(mi=mutual_information(q_all, torch.cat(zs)),
                    mi_estimator=MI_ESTIMATOR, au=au, au_threshold=cfg.au_threshold,
                    au_variances=variances)
         if do_iw:
@@ -250,6 +245,5 @@ def token_hits(model: TextVAE, batch: Batch, z: Tensor) -> int:
     from vae_text.model import decoder_inputs
 
     inputs = decoder_inputs(batch.tokens, model.bos_id, model.eos_id, model.pad_id)
-    h, _ = model.decoder.hidden_states(inputs, z)
     mask = batch.tokens != model.pad_id
-    return int((model.decoder.logits(h[mask]).argmax(-1) == batch.tokens[mask]).sum())
+    return int((model.decoder(inputs, z, mask).argmax(-1) == batch.tokens[mask]).sum())

@@ -1,4 +1,5 @@
-"""The maths of the objective: Gaussian KL, KL-weight schedules and the (beta-)ELBO loss.
+"""The maths of the objective: KL-weight schedules, free bits and the (beta-)ELBO loss (the KL
+itself comes from the latent distributions, vae_text.latent).
 
 Conventions (docs/protocol.md): a sentence's reconstruction term is the *sum* of its token NLLs
 (words + one <eos>, never padding); both rec and KL are averaged over sentences, so the KL weight
@@ -11,12 +12,6 @@ import math
 
 import torch
 from torch import Tensor
-
-
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per dimension, closed form. Shape of `mu`."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
-
 
 # --- KL-weight schedules ------------------------------------------------------------------------
 # Each schedule is a pure function of the optimizer step returning a factor in [0, 1]; the weight

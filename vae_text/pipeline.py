@@ -26,7 +26,8 @@ from vae_text.config import ModelConfig, section
 from vae_text.data import Tokenizer, collate, encode_split
 from vae_text.errors import CheckpointError
 from vae_text.generate import DecodeConfig, decode
-from vae_text.model import TextVAE
+from vae_text.latent import Posterior
+from vae_text.model import TextVAE, build_model
 from vae_text.tokenizer import SentencePieceTokenizer, Vocab
 from vae_text.utils import atomic_write, pick_device, write_json
 
@@ -84,9 +85,7 @@ class TextVAEPipeline:
             raise CheckpointError(f"{folder}/config.json: not a {EXPORT_FORMAT} folder")
         tokenizer = _export_tokenizer(folder, itos)
         model_cfg = {k: v for k, v in config["model"].items()}
-        t = tokenizer
-        model = TextVAE(section(ModelConfig, model_cfg, "model"), len(t), t.pad_id, t.bos_id,
-                        t.eos_id, t.unk_id)
+        model = build_model(section(ModelConfig, model_cfg, "model"), tokenizer)
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
@@ -109,8 +108,9 @@ class TextVAEPipeline:
         return collate(encode_split(words, self.tokenizer), torch.arange(len(words))).to(self.device)
 
     @torch.no_grad()
-    def encode(self, sentences: list[str]) -> tuple[Tensor, Tensor]:
-        """Posterior mean and log-variance (N, Z) of each sentence, in the order given."""
+    def encode(self, sentences: list[str]) -> Posterior:
+        """The posterior q(z|x) of each sentence, in the order given (`.mean` (N, Z); for the
+        Gaussian `.mu` and `.logvar`; `.rsample()`, `.log_prob(z)`, `.kl(prior)`)."""
         self._need_latent()
         batch = self._batch(sentences)
         return self.model.encode(batch.tokens, batch.lengths)
@@ -125,31 +125,31 @@ class TextVAEPipeline:
 
     def sample(self, n: int, decoding: str | DecodeConfig = "greedy", seed: int | None = None,
                **options) -> list[str]:
-        """n sentences with z drawn from the prior N(0, I) (the LM baseline: from the decoder)."""
+        """n sentences with z drawn from the prior p(z) (the LM baseline: from the decoder)."""
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         if not self.model.has_latent:
             cfg = decoding if isinstance(decoding, DecodeConfig) else DecodeConfig(decoding, **options)
             ids = decode(self.model, None, cfg, generator, batch_size=n)
             return [" ".join(self.tokenizer.decode(s)) for s in ids]
-        z = torch.randn(n, self.model.latent_size, generator=generator)
+        z = self.model.prior.sample(n, generator)
         return self.decode(z, decoding, None if seed is None else seed + 1, **options)
 
     def reconstruct(self, sentences: list[str], from_mean: bool = True,
                     decoding: str | DecodeConfig = "greedy", seed: int | None = None,
                     **options) -> list[str]:
         """Decode each sentence's posterior mean (or a posterior sample)."""
-        mu, logvar = self.encode(sentences)
-        z = mu
+        q = self.encode(sentences)
+        z = q.mean
         if not from_mean:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator).to(mu.device)
+            z = q.rsample(generator=generator)
         return self.decode(z, decoding, seed, **options)
 
     def interpolate(self, a: str, b: str, steps: int = 5, method: str = "linear",
                     decoding: str | DecodeConfig = "greedy", seed: int | None = None,
                     **options) -> list[tuple[float, str]]:
         """Decode `steps` points between the posterior means of a and b (endpoints included)."""
-        mu, _ = self.encode([a, b])
+        mu = self.encode([a, b]).mean
         ts = torch.linspace(0, 1, steps)
         z = torch.stack([interpolate(mu[0], mu[1], float(t), method) for t in ts])
         return list(zip(ts.tolist(), self.decode(z, decoding, seed, **options)))

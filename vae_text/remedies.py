@@ -33,8 +33,7 @@ log = logging.getLogger("vae_text")
 
 
 def encoder_parameters(model: TextVAE) -> Iterator[nn.Parameter]:
-    yield from model.encoder.parameters()
-    yield from model.head.parameters()
+    return model.encoder_parameters()
 
 
 def update_only(model: TextVAE, part: str) -> None:
@@ -95,8 +94,12 @@ class Remedy:
         raise NotImplementedError
 
     def autoencoding(self) -> bool:
-        """True while training is an autoencoder phase: no KL, z = mu, no model selection."""
+        """True while training is an autoencoder phase: no KL, z = mu, its own model selection."""
         return False
+
+    def phase_monitor(self) -> str | None:
+        """While autoencoding: the validation score that selects its best weights (None: none)."""
+        return None
 
     def start(self, trainer: Trainer) -> None:
         """After the model, optimizer and state are built (or restored)."""
@@ -126,16 +129,21 @@ class EncoderPretraining(Remedy):
     name = "pretrain"
     state_keys = ("active",)
 
-    def __init__(self, epochs: int):
-        self.extra_epochs = epochs
+    def __init__(self, epochs: int, converge: bool = False):
+        self.extra_epochs, self.converge = epochs, converge
         self.active = True
 
     @classmethod
     def from_config(cls, cfg: RemedyConfig) -> Remedy | None:
-        return cls(cfg.pretrain_epochs) if cfg.pretrain_epochs > 0 else None
+        if cfg.pretrain_epochs <= 0:
+            return None
+        return cls(cfg.pretrain_epochs, cfg.pretrain_converge)
 
     def autoencoding(self) -> bool:
         return self.active
+
+    def phase_monitor(self) -> str | None:
+        return "rec" if self.converge else None  # the autoencoder's own loss (beta = 0)
 
     def start(self, trainer: Trainer) -> None:
         if self.active:
@@ -143,8 +151,13 @@ class EncoderPretraining(Remedy):
 
     def end_epoch(self, trainer: Trainer) -> None:
         """Li et al. 2019: keep the autoencoder's encoder, start the decoder afresh, train the VAE."""
-        if not self.active or trainer.state.epoch < self.extra_epochs:
+        if not self.active:
             return
+        ended = trainer.state.epoch >= trainer.epoch_cap()
+        if not (ended or (self.converge and trainer.out_of_lr_decays())):
+            return
+        if self.converge:  # Li et al.'s code continues from the best autoencoder
+            trainer.load_best()
         trainer.save("pretrained.pt")
         with torch.random.fork_rng(devices=[]):  # the same fresh decoder on every rank
             torch.manual_seed(trainer.s.seed + trainer.state.step)

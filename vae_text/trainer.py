@@ -51,6 +51,7 @@ class TrainState:
     best: float = math.inf  # best validation score (train.monitor) so far
     bad_epochs: int = 0  # epochs since the best one (early stopping)
     phase_start: int = 0  # step at which the current phase began (the KL schedule counts from it)
+    phase_epoch: int = 0  # completed epochs when the current phase began
     seconds: float = 0.0  # wall time spent in this run, over all its resumed pieces
 
 
@@ -103,8 +104,14 @@ class Trainer:
         """A fresh optimizer and model selection, the KL schedule restarting (a remedy's phase)."""
         self.optimizer = build_optimizer(self.model.parameters(), self.s.optim)
         self.plateau = plateau_rule(self.s.optim)
-        self.state.phase_start = self.state.step
+        self.state.phase_start, self.state.phase_epoch = self.state.step, self.state.epoch
         self.state.best, self.state.bad_epochs = math.inf, 0
+
+    def epoch_cap(self) -> int:
+        """The last epoch of the current phase: a remedy's autoencoder phase, or train.epochs."""
+        epochs = next((r.extra_epochs for r in self.remedies if r.autoencoding()),
+                      self.s.train.epochs)
+        return self.state.phase_epoch + epochs
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -136,7 +143,7 @@ class Trainer:
         """
         B, d, o = len(batch), self.dist, self.s.objective
         g = torch.Generator().manual_seed(noise_seed)
-        eps = torch.randn(B, self.model.latent_size, generator=g) if self.model.has_latent else None
+        eps = torch.randn(B, self.model.noise_size, generator=g) if self.model.has_latent else None
         word_noise = torch.rand(batch.tokens.shape, generator=g) if self.model.word_dropout_rate > 0 else None
         rows, share = d.rows(B), 1.0
         if rows.start == rows.stop:  # fewer sentences than ranks: take part with a zero loss
@@ -195,13 +202,17 @@ class Trainer:
         cfg = dataclasses.replace(self.s.eval, iw_samples=self.s.eval.val_iw_samples, progress=False)
         metrics = evaluate(self.model, self.corpus["valid"], cfg=cfg, full=False, dist=self.dist)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        monitor = self.s.train.monitor
         if self.autoencoding:  # the autoencoder's -ELBO is no model-selection score
-            logger.log({f"val/{k}": v for k, v in metrics.items()} | {"val/pretraining": 1},
-                       self.state.step, self.state.epoch)
-            return None
+            metrics["pretraining"] = 1
+            monitor = next(r.phase_monitor() for r in self.remedies if r.autoencoding())
+            if monitor is None:
+                logger.log({f"val/{k}": v for k, v in metrics.items()}, self.state.step,
+                           self.state.epoch)
+                return None
         for remedy in self.remedies:
             remedy.after_validation(self, metrics, epoch_end)
-        score = metrics[self.s.train.monitor]
+        score = metrics[monitor]
         improved = score < self.state.best
         if improved:
             self.state.best = score
@@ -216,7 +227,7 @@ class Trainer:
                 stop = "early_stopping"
                 log.info("early stopping: no better validation %s for %d epochs",
                          self.s.train.monitor, self.state.bad_epochs)
-            if self.out_of_lr_decays():
+            if not self.autoencoding and self.out_of_lr_decays():  # an AE phase ends instead
                 stop = "lr_decays"
         logger.log({f"val/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
         return stop
@@ -243,15 +254,14 @@ class Trainer:
 
     def fit(self, logger: MetricsLogger) -> None:
         t, split = self.s.train, self.corpus["train"]
-        epochs = sum(r.extra_epochs for r in self.remedies) + t.epochs  # remedies' phases first
         self.stopped = self.already_stopped() or "epochs"  # why training ended, for results.json
         done = self.stopped != "epochs"
-        while self.state.epoch < epochs and not done:
+        while self.state.epoch < self.epoch_cap() and not done:
             self.plan = plan = batch_plan(split, t.batch_size, shuffle=True, seed=self.s.seed,
                                           epoch=self.state.epoch, pool=self.s.data.bucket_pool)
             bar = tqdm(total=len(plan), initial=self.state.batch_in_epoch,
                        disable=not (t.progress and self.dist.main),
-                       desc=f"epoch {self.state.epoch + 1}/{epochs}", dynamic_ncols=True,
+                       desc=f"epoch {self.state.epoch + 1}/{self.epoch_cap()}", dynamic_ncols=True,
                        leave=False)
             window, started = TrainWindow(), time.perf_counter()
             for batch in iterate(split, plan, start=self.state.batch_in_epoch):
@@ -298,7 +308,7 @@ class Trainer:
             return "max_steps"
         if t.early_stopping is not None and self.state.bad_epochs >= t.early_stopping:
             return "early_stopping"
-        if self.out_of_lr_decays():
+        if not self.autoencoding and self.out_of_lr_decays():
             return "lr_decays"
         return "max_minutes" if self.state.step > 0 and self.out_of_time() else None
 

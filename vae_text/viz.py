@@ -7,7 +7,7 @@ import html
 import torch
 from torch import Tensor
 
-from vae_text.objective import gaussian_kl
+from vae_text.latent import Posterior, Prior
 
 
 def html_table(columns: dict[str, list]) -> str:
@@ -39,11 +39,17 @@ def plot_posterior_means(mu: Tensor, lengths: list[int], ax=None):
     return ax
 
 
-def plot_kl_per_dim(mu: Tensor, logvar: Tensor, ax=None):
-    """Mean KL of each latent dimension over the given sentences, as bars."""
+def plot_kl_per_dim(posterior: Posterior, prior: Prior, ax=None):
+    """Mean KL(q(z|x) || p(z)) of each latent dimension over the given sentences, as bars (for
+    a posterior and prior whose KL has a closed form per dimension)."""
     import matplotlib.pyplot as plt
 
-    kl = gaussian_kl(mu.detach().cpu(), logvar.detach().cpu()).mean(0)
+    with torch.no_grad():
+        kl = posterior.kl(prior)
+    if kl is None or kl.shape[-1] != posterior.mean.shape[-1]:
+        raise ValueError(f"{type(posterior).__name__} against {type(prior).__name__} has no "
+                         f"closed-form KL per dimension to plot")
+    kl = kl.detach().cpu().mean(0)
     ax = ax or plt.subplots(figsize=(8, 3))[1]
     ax.bar(range(len(kl)), kl.tolist())
     ax.set(title=f"KL per latent dimension (total {float(kl.sum()):.2f} nats)",

@@ -1,0 +1,52 @@
+"""Sentence encoders: token ids -> one feature vector per sentence, which a posterior head maps to
+q(z|x) (vae_text.latent). Chosen by `model.encoder` from ENCODERS.
+
+The protocol (`Encoder`): built as `Cls(vocab_size, cfg, pad_id, **model.encoder_args)`, it has
+`out_size` and maps tokens (B, T) padded with pad_id, and their lengths (B,), to features
+(B, out_size) that do not depend on the padding or on the other sentences of the batch. Its
+keyword-only __init__ arguments are its options.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+if TYPE_CHECKING:
+    from vae_text.config import ModelConfig
+
+
+class Encoder(nn.Module, ABC):
+    """What the model needs of an encoder: `out_size` and forward(tokens, lengths) -> (B, out_size)."""
+
+    out_size: int
+
+    @abstractmethod
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Features (B, out_size) of sentences `tokens` (B, T) of `lengths` (B,)."""
+
+
+class LSTMEncoder(Encoder):
+    """Embedding + LSTM; returns the last layer's final hidden state (both directions)."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, pad_id: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, cfg.embed_size, padding_idx=pad_id)
+        self.lstm = nn.LSTM(cfg.embed_size, cfg.encoder_hidden, cfg.encoder_layers,
+                            batch_first=True, bidirectional=cfg.bidirectional)
+        self.directions = 2 if cfg.bidirectional else 1
+        self.out_size = cfg.encoder_hidden * self.directions
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        packed = pack_padded_sequence(self.embed(tokens), lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)  # h: (layers * directions, B, H), layer-major
+        batch, hidden = h.shape[1], h.shape[2]
+        last = h.view(self.lstm.num_layers, self.directions, batch, hidden)[-1]  # (dirs, B, H)
+        return last.transpose(0, 1).reshape(batch, self.out_size)  # (B, dirs * H): [fwd, bwd]
+
+
+ENCODERS: dict[str, type[Encoder]] = {"lstm": LSTMEncoder}
