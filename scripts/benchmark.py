@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from vae_text.config import TrainRunConfig, register
 from vae_text.data import batch_plan, iterate
-from vae_text.train import Settings
 from vae_text.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -35,9 +35,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
 
+    register()  # the schemas conf/ is composed on
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("train", overrides=args.overrides)
-    settings = Settings.from_cfg(cfg)
+    settings = TrainRunConfig.from_cfg(cfg)
     if settings.train.num_threads:
         torch.set_num_threads(settings.train.num_threads)
     trainer = Trainer(cfg, settings, run_dir=Path("/nonexistent"))  # nothing is written

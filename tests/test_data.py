@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from conftest import make_sentences, write_corpus
+from conftest import compose_cfg, make_sentences, write_corpus
 from vae_text.data import (
     BOS,
     EOS,
@@ -66,7 +65,7 @@ def test_empty_file_is_an_error(tmp_path):
 
 def test_missing_directory_without_hub(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        load_corpus(config(tmp_path / "nowhere"))
+        load_corpus(config(tmp_path / "nowhere", hub=None))
 
 
 def test_missing_split_file_names_it(corpus_dir):
@@ -281,7 +280,8 @@ def test_max_len_drops_or_truncates_training_sentences_only(corpus_dir, caplog):
 def test_default_max_len_is_200_in_code_and_every_data_config():
     assert DataConfig().max_len == MAX_LEN == 200
     for name in ("ptb", "text", "hf"):
-        assert OmegaConf.load(Path(__file__).parents[1] / "conf" / "data" / f"{name}.yaml").max_len == 200
+        cfg = compose_cfg([f"data={name}", "data.name=x", "data.dir=y"])
+        assert cfg.data.max_len == 200, name
 
 
 def huge_line(n_words: int = 170_000) -> str:

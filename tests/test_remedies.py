@@ -136,11 +136,11 @@ def test_aggressive_run_logs_inner_steps_and_its_switch(corpus_dir, tmp_path):
 
 
 def test_lm_with_aggressive_is_a_config_error(corpus_dir):
+    from vae_text.config import TrainRunConfig
     from vae_text.errors import ConfigError
-    from vae_text.train import Settings
 
     with pytest.raises(ConfigError, match="model.kind=lm has none"):
-        Settings.from_cfg(compose_cfg(tiny_overrides(corpus_dir, "model=lm", "remedy.aggressive=true")))
+        TrainRunConfig.from_cfg(compose_cfg(tiny_overrides(corpus_dir, "model=lm", "remedy.aggressive=true")))
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -14,12 +14,13 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from vae_text.config import MAX_LEN, SPLITS, DataConfig, HubConfig
 from vae_text.errors import ConfigError, DataError
 from vae_text.tokenizer import (
     BOS,
@@ -35,86 +36,16 @@ from vae_text.tokenizer import (
 )
 from vae_text.utils import atomic_write
 
-__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer"]  # re-exported for callers of data
+__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer",  # re-exported for callers of data
+           "SPLITS", "DataConfig", "HubConfig", "MAX_LEN"]
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 CACHE_VERSION = 2
-# Default cap on a training sentence, in tokens (<eos> included). PTB's longest sentence is 82 words;
-# the document-level corpora of text-VAE work (Yahoo Answers, Yelp in Yang et al., 2017, "Improved
-# variational autoencoders for text modeling using dilated convolutions") have at most 200 words,
-# so nothing a sentence VAE is meant for is touched (subwords spend more tokens a word: raise it for
-# long sentences under tokenizer=sentencepiece). A longer line is almost always a broken file (a
-# missing newline, a pasted document): left in, the batch holding it makes the decoder run over
-# every token of it (a 1 MB line: 170k LSTM steps and a 170k x vocabulary logit matrix), which
-# stalls training without a word or exhausts memory. Reading and tokenizing it take under a second.
-MAX_LEN = 200
 # Control characters (Unicode Cc) other than tab and the line ends \n and \r: a NUL byte or an escape
 # code means a binary or corrupt file, never a word, and would otherwise train without complaint.
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 PROGRESS_SECONDS = 10.0  # a data step that runs longer than this says how far it got
-
-
-@dataclass
-class HubConfig:
-    """Where to fetch the corpus with Hugging Face `datasets` when `dir` is missing (null: never)."""
-
-    id: str
-    config: str | None = None
-    revision: str | None = None
-    column: str = "text"
-    splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})
-
-
-@dataclass
-class DataConfig:
-    source: str = "files"  # "files": dir/files (data=ptb, data=text); "hf": a `datasets` dataset
-    name: str = "ptb"  # files: a label for the cache; hf: the dataset (hub id, or "text" etc.)
-    cache_dir: str = "data/cache"
-    # source=files
-    dir: str = "data/ptb"
-    files: dict[str, str] = field(default_factory=lambda: {s: f"ptb.{s}.txt" for s in SPLITS})
-    hub: HubConfig | None = None  # fetched into `dir` when it is missing
-    # source=hf: load_dataset(name, config, data_dir=, data_files=, revision=)[splits[s]][column]
-    config: str | None = None
-    data_dir: str | None = None
-    data_files: dict[str, str] | None = None
-    revision: str | None = None
-    column: str = "text"
-    splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})
-    # what is used
-    max_sentences: int | None = None  # use only the first N sentences of each split (smoke runs)
-    max_len: int | None = MAX_LEN  # training only: longest sentence in tokens (<eos> included); null: any
-    long: str = "drop"  # what training does with longer ones: "drop" or "truncate"
-    bucket_pool: int = 100  # sort sentences by length within pools of this many batches
-
-    @classmethod
-    def from_saved(cls, data: dict) -> DataConfig:
-        """The data section of a checkpoint's config; keys older versions had are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def __post_init__(self) -> None:
-        from vae_text.errors import ConfigError
-
-        if isinstance(self.hub, dict):
-            self.hub = HubConfig(**self.hub)
-        if self.source not in ("files", "hf"):
-            raise ConfigError(f"data.source={self.source!r} is invalid: files or hf")
-        if set(self.files) != set(SPLITS):
-            raise ConfigError(f"data.files must name exactly the splits {list(SPLITS)}")
-        if set(self.splits) != set(SPLITS):
-            raise ConfigError(f"data.splits must map exactly the splits {list(SPLITS)} to the "
-                              f"dataset's split names")
-        for key in ("max_sentences", "max_len"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value <= 1):
-                raise ConfigError(f"data.{key}={value!r} is invalid: an integer > 1 or null")
-        if self.long not in ("drop", "truncate"):
-            raise ConfigError(f"data.long={self.long!r} is invalid: drop or truncate")
-        if not isinstance(self.bucket_pool, int) or self.bucket_pool < 1:
-            raise ConfigError(f"data.bucket_pool={self.bucket_pool!r} is invalid: an integer >= 1")
 
 
 @dataclass

@@ -19,9 +19,9 @@ import torch
 from omegaconf import DictConfig
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from vae_text.data import SPLITS, DataConfig, encode_split, read_split
-from vae_text.errors import ConfigError
-from vae_text.metrics import EvalConfig, evaluate
+from vae_text.config import DataConfig, EvaluateConfig, hydra_entry, section
+from vae_text.data import encode_split, read_split
+from vae_text.metrics import evaluate
 from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")
@@ -46,12 +46,9 @@ def format_table(metrics: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: DictConfig) -> dict:
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"split={cfg.split!r} is invalid: choose one of {list(SPLITS)}")
-    eval_cfg = EvalConfig(iw_samples=cfg.iw_samples, batch_size=cfg.batch_size,
-                          memory_mb=cfg.memory_mb, au_threshold=cfg.au_threshold,
-                          reconstruct=cfg.reconstruct, seed=cfg.seed, progress=cfg.progress)
+def run(cfg: DictConfig | EvaluateConfig) -> dict:
+    if not isinstance(cfg, EvaluateConfig):
+        cfg = section(EvaluateConfig, cfg, "")  # an EvaluateConfig is the suite's EvalConfig too
     path = resolve_checkpoint(cfg.checkpoint)
     model, tokenizer, train_cfg = load_model(path, pick_device(str(cfg.device)))
     data = DataConfig.from_saved(train_cfg["data"])
@@ -61,8 +58,8 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.num_threads)
     sentences, _, where = read_split(data, cfg.split)  # every sentence: no max_len here
     split = encode_split(sentences, tokenizer)  # the checkpoint's own tokenizer
-    log.info("evaluating %s on %s (%d sentences, K=%d)", path, where, len(split), eval_cfg.iw_samples)
-    metrics = evaluate(model, split, tokenizer, eval_cfg)
+    log.info("evaluating %s on %s (%d sentences, K=%d)", path, where, len(split), cfg.iw_samples)
+    metrics = evaluate(model, split, tokenizer, cfg)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
     metrics.update(checkpoint=str(path), split=cfg.split, data=where,
                    peak_rss_mb=round(peak_kib / 1024), threads=torch.get_num_threads())
@@ -75,6 +72,7 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
+@hydra_entry
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
 @cli
 def main(cfg: DictConfig) -> None:

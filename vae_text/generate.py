@@ -9,35 +9,11 @@ is driven through its protocol only (`start`, `step`, `reorder`: vae_text.decode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
+from vae_text.config import DecodeConfig
 from vae_text.model import TextVAE
-
-STRATEGIES = ("greedy", "sample", "top_k", "top_p", "beam")
-
-
-@dataclass
-class DecodeConfig:
-    strategy: str = "greedy"  # greedy | sample | top_k | top_p | beam
-    max_len: int = 50  # tokens at most per sentence (<eos> included)
-    temperature: float = 1.0  # sampling strategies; 0 means argmax
-    top_k: int = 10  # top_k: sample among the k most likely tokens
-    top_p: float = 0.9  # top_p: sample from the smallest set holding this probability mass
-    beam_size: int = 5
-    length_penalty: float = 1.0  # beam: rank by log p / length ** length_penalty (0: raw log p)
-
-    def __post_init__(self) -> None:
-        from vae_text.errors import ConfigError
-
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"decoding strategy {self.strategy!r} is unknown: choose one of {list(STRATEGIES)}")
-        if self.max_len < 1 or self.beam_size < 1 or self.top_k < 1:
-            raise ConfigError("max_len, beam_size and top_k must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:

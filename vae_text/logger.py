@@ -9,30 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vae_text.errors import ConfigError
+from vae_text.config import LoggerConfig
 
 log = logging.getLogger("vae_text")
-
-
-@dataclass
-class LoggerConfig:
-    name: str = "console"  # "console" (+ metrics.jsonl) or "wandb" (both, and a wandb run)
-    project: str = "vae_text"
-    entity: str | None = None
-    group: str | None = None
-    run_name: str | None = None
-    tags: list[str] = field(default_factory=list)
-    mode: str = "offline"  # wandb mode: offline (default, no network), online or disabled
-
-    def __post_init__(self) -> None:
-        if self.name not in ("console", "wandb"):
-            raise ConfigError(f"logger.name={self.name!r} is invalid: choose 'console' or 'wandb'")
-        if self.mode not in ("offline", "online", "disabled"):
-            raise ConfigError(f"logger.mode={self.mode!r} is invalid: offline, online or disabled")
 
 
 def named_after_job(cfg: LoggerConfig) -> LoggerConfig:

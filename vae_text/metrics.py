@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from vae_text.config import EvalConfig
 from vae_text.data import Batch, Split, Tokenizer, batch_plan, iterate
 from vae_text.distributed import Dist
 from vae_text.generate import greedy_decode
@@ -28,32 +28,6 @@ from vae_text.latent import Posterior, kl_term
 from vae_text.model import TextVAE
 
 MI_ESTIMATOR = "aggregate posterior over the whole evaluation set (Li et al. 2019 / Optimus)"
-
-
-@dataclass
-class EvalConfig:
-    iw_samples: int = 500  # K for the importance-weighted NLL (0: skip it)
-    val_iw_samples: int = 0  # K for the IW-NLL in the per-epoch validation (0: skip it)
-    batch_size: int = 64  # sentences per encoder pass
-    memory_mb: int = 64  # working memory of one IW decoder chunk: small chunks stay in cache
-    au_threshold: float = 0.01  # a unit is active if Var_x E_q[z_u] >= this
-    reconstruct: bool = True  # greedy reconstructions, token accuracy, BLEU
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        from vae_text.errors import ConfigError
-
-        for key in ("iw_samples", "val_iw_samples"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"eval.{key}={value!r} is invalid: an integer >= 0 (0 skips it)")
-        for key in ("batch_size", "memory_mb"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"eval.{key}={value!r} is invalid: a positive integer")
-        if not self.au_threshold > 0:
-            raise ConfigError(f"eval.au_threshold={self.au_threshold!r} is invalid: it must be > 0")
 
 
 # --- noise that belongs to a sentence, not to a batch -------------------------------------------

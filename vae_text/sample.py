@@ -12,19 +12,17 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from vae_text.config import SampleConfig, hydra_entry, section
 from vae_text.data import read_sentences
 from vae_text.errors import ConfigError
-from vae_text.generate import DecodeConfig
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.utils import CONFIG_PATH, cli
 
 
-def run(cfg: DictConfig) -> list[str]:
-    if cfg.mode not in ("sample", "reconstruct", "interpolate"):
-        raise ConfigError(f"mode={cfg.mode!r} is invalid: sample, reconstruct or interpolate")
-    decoding = DecodeConfig(cfg.decoding, max_len=cfg.max_len, temperature=cfg.temperature,
-                            top_k=cfg.top_k, top_p=cfg.top_p, beam_size=cfg.beam_size,
-                            length_penalty=cfg.length_penalty)
+def run(cfg: DictConfig | SampleConfig) -> list[str]:
+    if not isinstance(cfg, SampleConfig):
+        cfg = section(SampleConfig, cfg, "")
+    decoding = cfg  # a SampleConfig is the DecodeConfig of its decoding keys
     vae = TextVAEPipeline.load(cfg.checkpoint, device=str(cfg.device))
     if cfg.mode == "sample":
         lines = vae.sample(int(cfg.n), decoding, seed=cfg.seed)
@@ -44,6 +42,7 @@ def run(cfg: DictConfig) -> list[str]:
     return [f"{t:.2f}  {s}" for t, s in points]
 
 
+@hydra_entry
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="sample")
 @cli(also=(ValueError,))  # the pipeline's ValueErrors (no latent, unknown interpolation) are the user's
 def main(cfg: DictConfig) -> None:

@@ -13,10 +13,10 @@ import collections
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
+from vae_text.config import TokenizerConfig
 from vae_text.errors import CheckpointError, ConfigError, DataError
 from vae_text.utils import atomic_write
 
@@ -25,37 +25,6 @@ log = logging.getLogger(__name__)
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = [PAD, BOS, EOS, UNK]
 WORD_BOUNDARY = "\u2581"  # sentencepiece's "▁": a piece that starts a word
-
-
-@dataclass
-class TokenizerConfig:
-    kind: str = "word"  # "word" (vocabulary from train) or "sentencepiece" (subwords)
-    min_freq: int = 1  # word: keep words seen at least this often in train
-    max_size: int | None = None  # word: keep the most frequent words (specials not counted)
-    model_type: str = "unigram"  # sentencepiece: "unigram" or "bpe"
-    vocab_size: int = 8000  # sentencepiece: pieces, the 4 specials included
-    character_coverage: float = 1.0  # sentencepiece: share of characters kept (rarer ones: <unk>)
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("word", "sentencepiece"):
-            raise ConfigError(f"tokenizer.kind={self.kind!r} is invalid: word or sentencepiece")
-        if not isinstance(self.min_freq, int) or self.min_freq < 1:
-            raise ConfigError(f"tokenizer.min_freq={self.min_freq!r} is invalid: an integer >= 1")
-        if self.max_size is not None and (not isinstance(self.max_size, int) or self.max_size < 1):
-            raise ConfigError(f"tokenizer.max_size={self.max_size!r} is invalid: a positive integer or null")
-        if self.model_type not in ("unigram", "bpe"):
-            raise ConfigError(f"tokenizer.model_type={self.model_type!r} is invalid: unigram or bpe")
-        if not isinstance(self.vocab_size, int) or self.vocab_size <= len(SPECIALS):
-            raise ConfigError(f"tokenizer.vocab_size={self.vocab_size!r} is invalid: an integer > 4")
-        if not 0.9 <= float(self.character_coverage) <= 1.0:
-            raise ConfigError(f"tokenizer.character_coverage={self.character_coverage!r} is invalid: "
-                              f"a number in [0.9, 1]")
-
-    def key(self) -> str:
-        """The settings that change the ids (part of every cache key)."""
-        if self.kind == "word":
-            return f"word {self.min_freq} {self.max_size}"
-        return f"sentencepiece {self.model_type} {self.vocab_size} {float(self.character_coverage)}"
 
 
 class Vocab:

@@ -9,9 +9,7 @@ and `checkpoints/{last,best}.pt`. The loop itself is vae_text.trainer.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -19,76 +17,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vae_text.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
-from vae_text.config import (
-    ModelConfig,
-    ObjectiveConfig,
-    OptimConfig,
-    RemedyConfig,
-    TrainConfig,
-    section,
-)
-from vae_text.data import DataConfig
+from vae_text.config import TrainRunConfig, hydra_entry
 from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import ConfigError
-from vae_text.logger import LoggerConfig, MetricsLogger, SilentLogger, named_after_job
-from vae_text.metrics import EvalConfig
-from vae_text.tokenizer import TokenizerConfig
+from vae_text.logger import MetricsLogger, SilentLogger, named_after_job
 from vae_text.trainer import Trainer
 from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")
-
-
-@dataclass
-class Settings:
-    """The whole config, typed and validated: built before any data is read."""
-
-    model: ModelConfig
-    objective: ObjectiveConfig
-    optim: OptimConfig
-    train: TrainConfig
-    data: DataConfig
-    tokenizer: TokenizerConfig
-    logger: LoggerConfig
-    eval: EvalConfig
-    remedy: RemedyConfig
-    seed: int
-    device: str
-
-    @classmethod
-    def from_cfg(cls, cfg: DictConfig) -> Settings:
-        known = {"model", "objective", "optim", "train", "data", "tokenizer", "logger", "eval", "remedy",
-                 "seed", "device"}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"{unknown[0]} is not a known top-level key: valid keys are {sorted(known)}")
-        if not isinstance(cfg.get("seed"), int):
-            raise ConfigError(f"seed={cfg.get('seed')!r} is invalid: it must be an integer")
-        device = str(cfg.get("device", "auto"))
-        if device != "auto" and not device.startswith(("cpu", "cuda", "mps")):
-            raise ConfigError(f"device={device!r} is invalid: auto, cpu, cuda, cuda:N or mps")
-        return cls(
-            model=section(ModelConfig, cfg.get("model"), "model"),
-            objective=section(ObjectiveConfig, cfg.get("objective"), "objective"),
-            optim=section(OptimConfig, cfg.get("optim"), "optim"),
-            train=section(TrainConfig, cfg.get("train"), "train"),
-            data=section(DataConfig, cfg.get("data"), "data"),
-            tokenizer=section(TokenizerConfig, cfg.get("tokenizer"), "tokenizer"),
-            logger=section(LoggerConfig, cfg.get("logger"), "logger"),
-            eval=dataclasses.replace(section(EvalConfig, cfg.get("eval"), "eval"), seed=cfg.seed,
-                                     progress=bool(cfg.get("train", {}).get("progress", True))),
-            remedy=section(RemedyConfig, cfg.get("remedy"), "remedy"),
-            seed=cfg.seed,
-            device=device,
-        ).check()
-
-    def check(self) -> Settings:
-        """Checks across sections."""
-        r = self.remedy
-        if self.model.kind == "lm" and (r.aggressive or r.pretrain_epochs):
-            raise ConfigError("remedy.aggressive / remedy.pretrain_epochs need a latent: "
-                              "model.kind=lm has none")
-        return self
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
@@ -98,7 +34,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     Started by torchrun, each process trains its share of every batch (`vae_text.distributed`);
     rank 0 alone writes the run directory.
     """
-    settings = Settings.from_cfg(cfg)  # every config error surfaces here, before data is read
+    settings = TrainRunConfig.from_cfg(cfg)  # every config error surfaces here, before data is read
     hydra_dir = None
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
@@ -124,7 +60,7 @@ def _remove_stray_dir(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: torch.device) -> dict:
+def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, device: torch.device) -> dict:
     last = run_dir / CHECKPOINT_DIR / "last.pt"
     resuming_here = (settings.train.resume is not None and last.exists()
                      and resolve_checkpoint(settings.train.resume, "last.pt").resolve() == last.resolve())
@@ -173,6 +109,7 @@ def _train(cfg: DictConfig, settings: Settings, run_dir: Path, d: Dist, device: 
         logger.close(failed=failed)
 
 
+@hydra_entry
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @cli
 def main(cfg: DictConfig) -> float:
