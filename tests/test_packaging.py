@@ -20,6 +20,9 @@ def test_every_config_folder_ships_as_a_package():
         parts = path.parent.relative_to(conf).parts
         wanted |= {".".join(("vae_text", "conf", *parts[:i])) for i in range(1, len(parts) + 1)}
     assert wanted <= listed, f"add {sorted(wanted - listed)} to [tool.setuptools] packages"
+    gone = sorted(p for p in listed - {"vae_text"} if not (ROOT / "conf").joinpath(
+        *p.split(".")[2:]).is_dir())
+    assert not gone, f"remove {gone} from [tool.setuptools] packages: no such folder in conf/"
     assert PYPROJECT["tool"]["setuptools"]["package-dir"]["vae_text.conf"] == "conf"
 
 
