@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from vae_text.batches import batch_plan, iterate
 from vae_text.config import TrainRunConfig, register
-from vae_text.data import batch_plan, iterate
 from vae_text.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

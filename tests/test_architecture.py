@@ -1,5 +1,6 @@
 """The package's layering, read from the source (AST, no import): data -> model -> objective ->
-loop, each module importing only from layers below it (or its own layer), never in a cycle.
+loop, each module importing only from layers below it (or its own layer), never in a cycle. A
+sub-package (vae_text/config/) is one unit, named after its folder.
 
 Every import counts, also the ones inside functions: a late import hides a dependency from the
 reader, it does not remove it. Imports under `if TYPE_CHECKING:` do not count: they exist for
@@ -17,7 +18,7 @@ LAYERS = [
     # foundations: no model concept. `distributed` (rank, world, collectives; imports nothing of
     # ours) sits here because evaluation shards its work across ranks.
     {"__init__", "errors", "utils", "config", "distributed"},
-    {"tokenizer", "data"},  # text -> ids -> batches
+    {"tokenizer", "text", "data", "batches"},  # text -> ids -> batches
     {"latent", "encoders", "decoders"},  # the parts of a model
     {"model"},  # the parts assembled
     {"objective", "generate", "metrics"},  # what is computed from a model
@@ -42,23 +43,32 @@ KNOWN_UPWARD = {
 }
 
 MAX_LINES = 350
-# Modules over MAX_LINES today; the redesign splits them (then delete the entry: the test fails on
-# an entry that is no longer over the limit, so this list can only shrink).
-OVERSIZED = {
-    "data",  # corpora, caching and batching: 500+ lines
-    "config",  # every config dataclass and the Hydra schema registration in one file: 690 lines
-}
+# Files (paths under vae_text/, no .py) over MAX_LINES, each with the reason it is allowed; the
+# test fails on an entry that is no longer over the limit, so this list can only shrink. The
+# redesign emptied it (train.py, data.py and config.py were split by concept).
+OVERSIZED: set[str] = set()
 
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 ENTRY = len(LAYERS) - 1
 
 
-def modules() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(PACKAGE.glob("*.py"))}
+def modules() -> dict[str, list[Path]]:
+    """Each unit of the package: a module (its file) or a sub-package (all its files)."""
+    units = {p.stem: [p] for p in sorted(PACKAGE.glob("*.py"))}
+    for folder in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()):
+        units[folder.name] = sorted(folder.rglob("*.py"))
+    return units
 
 
-def imports_of(path: Path) -> set[str]:
-    """The vae_text modules that `path` imports, anywhere in the file."""
+def package_of(path: Path) -> tuple[str, ...]:
+    """The dotted package a file's relative imports start from: ("vae_text", "config") for
+    vae_text/config/run.py and for vae_text/config/__init__.py."""
+    return path.relative_to(PACKAGE.parent).parent.parts
+
+
+def imports_of(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
+    """The vae_text units that `path` imports, anywhere in the file (itself included)."""
+    package = package or package_of(path)
     tree = ast.parse(path.read_text(), str(path))
     type_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block)
                  for stmt in block.body for n in ast.walk(stmt)}
@@ -69,8 +79,9 @@ def imports_of(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from . import x / from .x import y
-                base = "vae_text" + (f".{node.module}" if node.module else "")
+            if node.level:  # relative: from . import x / from ..x import y
+                base = ".".join(package[: len(package) - node.level + 1]
+                                + ((node.module,) if node.module else ()))
             else:
                 base = node.module or ""
             names = [base] if base != "vae_text" else [f"vae_text.{a.name}" for a in node.names]
@@ -80,7 +91,7 @@ def imports_of(path: Path) -> set[str]:
             parts = name.split(".")
             if parts[0] == "vae_text":
                 out.add(parts[1] if len(parts) > 1 else "__init__")
-    return out - {path.stem}
+    return out
 
 
 def _is_type_checking(node: ast.AST) -> bool:
@@ -93,7 +104,8 @@ def _is_type_checking(node: ast.AST) -> bool:
 
 
 def graph() -> dict[str, set[str]]:
-    return {name: imports_of(path) for name, path in modules().items()}
+    return {name: set().union(*(imports_of(p) for p in paths)) - {name}
+            for name, paths in modules().items()}
 
 
 def test_every_module_has_a_layer():
@@ -151,7 +163,8 @@ def test_imports_are_acyclic():
 
 
 def test_modules_stay_small():
-    lines = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    lines = {str(p.relative_to(PACKAGE).with_suffix("")): len(p.read_text().splitlines())
+             for paths in modules().values() for p in paths}
     over = sorted(n for n, count in lines.items() if count > MAX_LINES and n not in OVERSIZED)
     assert not over, (f"vae_text/{over[0]}.py has {lines[over[0]]} lines (> {MAX_LINES}): split it "
                       f"into modules of one concept each")
@@ -168,8 +181,12 @@ def test_the_checks_catch_what_they_should(tmp_path):
                    "def late():\n    from vae_text.train import train\n"
                    "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                    "    from vae_text.trainer import Trainer\n")
-    assert imports_of(src) == {"data", "model", "metrics", "objective", "utils", "config",
-                               "__init__", "train"}
+    assert imports_of(src, ("vae_text",)) == {"data", "model", "metrics", "objective", "utils",
+                                              "config", "__init__", "train"}
+    inner = tmp_path / "run.py"  # a module of a sub-package: vae_text/config/run.py
+    inner.write_text("from .data import DataConfig\nfrom . import checks\nfrom ..errors import E\n"
+                     "from .. import utils\n")
+    assert imports_of(inner, ("vae_text", "config")) == {"config", "errors", "utils"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"data": {"tokenizer"}, "tokenizer": {"data"}}) == ["data", "tokenizer", "data"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None

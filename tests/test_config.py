@@ -18,11 +18,11 @@ from vae_text.config import (
     ObjectiveConfig,
     SampleConfig,
     TrainRunConfig,
-    _open_dicts,
     compose_error,
     schedule_defaults,
     section,
 )
+from vae_text.config.entry import _open_dicts
 from vae_text.errors import ConfigError
 from vae_text.objective import SCHEDULES
 

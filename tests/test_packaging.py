@@ -20,9 +20,17 @@ def test_every_config_folder_ships_as_a_package():
         parts = path.parent.relative_to(conf).parts
         wanted |= {".".join(("vae_text", "conf", *parts[:i])) for i in range(1, len(parts) + 1)}
     assert wanted <= listed, f"add {sorted(wanted - listed)} to [tool.setuptools] packages"
-    gone = sorted(p for p in listed - {"vae_text"} if not (ROOT / "conf").joinpath(
+    gone = sorted(p for p in listed if p.startswith("vae_text.conf") and not (ROOT / "conf").joinpath(
         *p.split(".")[2:]).is_dir())
     assert not gone, f"remove {gone} from [tool.setuptools] packages: no such folder in conf/"
+
+
+def test_every_code_package_ships():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    code = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vae_text").rglob("__init__.py")}
+    assert code <= listed, f"add {sorted(code - listed)} to [tool.setuptools] packages"
+    gone = sorted(p for p in listed if not p.startswith("vae_text.conf") and p not in code)
+    assert not gone, f"remove {gone} from [tool.setuptools] packages: no such package"
     assert PYPROJECT["tool"]["setuptools"]["package-dir"]["vae_text.conf"] == "conf"
 
 

@@ -20,8 +20,9 @@ from omegaconf import DictConfig
 
 from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
 from vae_text.config import DataConfig, EvaluateConfig, hydra_entry, section
-from vae_text.data import encode_split, read_split
+from vae_text.data import encode_split
 from vae_text.metrics import evaluate
+from vae_text.text import read_split
 from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")

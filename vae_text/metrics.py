@@ -20,12 +20,13 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from vae_text.batches import Batch, Split, batch_plan, iterate
 from vae_text.config import EvalConfig
-from vae_text.data import Batch, Split, Tokenizer, batch_plan, iterate
 from vae_text.distributed import Dist
 from vae_text.generate import greedy_decode
 from vae_text.latent import Posterior, kl_term
 from vae_text.model import TextVAE
+from vae_text.tokenizer import Tokenizer
 
 MI_ESTIMATOR = "aggregate posterior over the whole evaluation set (Li et al. 2019 / Optimus)"
 

@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vae_text.batches import collate
 from vae_text.checkpoint import load_model
 from vae_text.config import ModelConfig, section
-from vae_text.data import Tokenizer, collate, encode_split
+from vae_text.data import encode_split
 from vae_text.errors import CheckpointError
 from vae_text.generate import DecodeConfig, decode
 from vae_text.latent import Posterior
 from vae_text.model import TextVAE, build_model
-from vae_text.tokenizer import SentencePieceTokenizer, Vocab
+from vae_text.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
 from vae_text.utils import atomic_write, pick_device, write_json
 
 EXPORT_FORMAT = "vae_text-export-v1"
@@ -96,7 +97,8 @@ class TextVAEPipeline:
 
     def sentences(self, split: str = "test") -> list[str]:
         """A split of the corpus the model was trained on (files or `datasets`), one string each."""
-        from vae_text.data import DataConfig, read_split
+        from vae_text.config import DataConfig
+        from vae_text.text import read_split
 
         data = DataConfig.from_saved(self.config["data"])
         return [" ".join(words) for words in read_split(data, split)[0]]

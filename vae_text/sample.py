@@ -13,9 +13,9 @@ import hydra
 from omegaconf import DictConfig
 
 from vae_text.config import SampleConfig, hydra_entry, section
-from vae_text.data import read_sentences
 from vae_text.errors import ConfigError
 from vae_text.pipeline import TextVAEPipeline
+from vae_text.text import read_sentences
 from vae_text.utils import CONFIG_PATH, cli
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
+from vae_text.batches import Batch, batch_plan, collate, iterate
 from vae_text.checkpoint import (
     CHECKPOINT_DIR,
     load_checkpoint,
@@ -28,7 +29,7 @@ from vae_text.checkpoint import (
     save_checkpoint,
     training_blob,
 )
-from vae_text.data import Batch, Corpus, batch_plan, collate, iterate, load_corpus
+from vae_text.data import Corpus, load_corpus
 from vae_text.distributed import Dist
 from vae_text.errors import CheckpointError
 from vae_text.logger import MetricsLogger, TrainWindow

@@ -1,0 +1,108 @@
+"""Hydra glue: the schemas in its ConfigStore, and one-line errors for a config that does not compose."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+import typing
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vae_text.config.checks import _dataclass_of
+from vae_text.config.model import schedule_defaults
+from vae_text.config.run import EvaluateConfig, SampleConfig, TrainRunConfig
+
+# --- Hydra -------------------------------------------------------------------------------------
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent). Call it before composing `conf/`:
+    the entry points do (`hydra_entry`), and so does the tests' conftest.
+
+    Besides `base_train`, `base_evaluate` and `base_sample` (the first entry of the defaults list
+    of train.yaml, evaluate.yaml and sample.yaml), every KL schedule becomes the option
+    `objective/schedule=<name>`, its keys and defaults read from the function's signature.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from vae_text.objective import SCHEDULES
+
+    store = ConfigStore.instance()
+    for name, cls in (("base_train", TrainRunConfig), ("base_evaluate", EvaluateConfig),
+                      ("base_sample", SampleConfig)):
+        store.store(name=name, node=_open_dicts(OmegaConf.structured(cls), cls))
+    for name, fn in SCHEDULES.items():
+        store.store(group="objective/schedule", name=name, node={"name": name, **schedule_defaults(fn)})
+
+
+def _open_dicts(node: DictConfig, cls: type) -> DictConfig:
+    """Unset the struct flag of every `dict[str, Any]` field (a schedule's parameters, a family's
+    options): any key composes, even without `+`, and the dataclass that owns it checks it."""
+    for name, hint in typing.get_type_hints(cls).items():
+        if name not in node or OmegaConf.is_missing(node, name) or node[name] is None:
+            continue
+        inner = _dataclass_of(hint)
+        if inner is not None:
+            _open_dicts(node[name], inner)
+        elif typing.get_origin(hint) is dict and typing.get_args(hint)[1:] == (Any,):
+            OmegaConf.set_struct(node[name], False)
+    return node
+
+
+def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
+    """The outermost decorator of a `@hydra.main` entry point: registers the schemas, and reports
+    a config that does not compose (a misspelt key, a wrong type, an unknown option) as one line
+    `error: ...` on stderr with exit status 2, where Hydra alone prints several lines.
+
+    HYDRA_FULL_ERROR=1 is how Hydra hands its exception to the caller instead of printing it; a
+    user who set it keeps the full traceback.
+    """
+
+    @functools.wraps(main)
+    def wrapper() -> Any:
+        from hydra.errors import HydraException
+
+        register()
+        before = os.environ.get("HYDRA_FULL_ERROR")
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            return main()
+        except HydraException as err:
+            if before == "1":
+                raise
+            print(f"error: {compose_error(err)}", file=sys.stderr)
+            sys.exit(2)
+        finally:
+            if before is None:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+            else:
+                os.environ["HYDRA_FULL_ERROR"] = before
+
+    return wrapper
+
+
+def compose_error(err: BaseException) -> str:
+    """One line for a config Hydra could not compose: the key, and what is wrong with it."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, OmegaConfBaseException) and key:
+        schema = cause.object_type
+        if (isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and isinstance(schema, type)
+                and dataclasses.is_dataclass(schema)):
+            valid = sorted(f.name for f in dataclasses.fields(schema))
+            return f"{key} is not a known key: valid keys are {valid}"
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):  # an open dict: schedule, ...
+            return f"{key} is not in the config: add a new key with +{key}=..."
+        return f"{key} is invalid: {str(cause.msg).splitlines()[0]}"
+    head, items = [], []  # e.g. "Could not find 'experiment/x'", "Available options ...", its items
+    for line in str(err).splitlines():
+        if line.startswith("Config search path"):
+            break
+        if line.strip():
+            (items if line[0].isspace() else head).append(line.strip())
+    return "; ".join(head) + (f" {', '.join(items)}" if items else "")

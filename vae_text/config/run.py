@@ -1,0 +1,241 @@
+"""The configs of the loop (optimizer, training, remedies, evaluation, logging, decoding)
+and of the three entry points."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING, DictConfig
+
+from vae_text.config.checks import _choice, _device, _positive_int, _positive_or_null, section
+from vae_text.config.data import SPLITS, STRATEGIES, DataConfig, TokenizerConfig
+from vae_text.config.model import ModelConfig, ObjectiveConfig
+from vae_text.errors import ConfigError
+
+# --- training ----------------------------------------------------------------------------------
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # a key of vae_text.optim.OPTIMIZERS: adam | sgd
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    momentum: float = 0.0  # sgd
+    weight_decay: float = 0.0
+    clip_norm: float | None = 5.0  # max gradient norm; null disables clipping
+    plateau_factor: float | None = None  # multiply lr by this when the val score stops improving
+    plateau_patience: int = 1  # the lr decays after more than this many epochs without improvement
+    plateau_start_epoch: int = 0  # ... but never before this many epochs are complete
+    plateau_reload_best: bool = False  # at each decay, go back to the best weights (best.pt)
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        from vae_text.optim import OPTIMIZERS  # late import: optim imports this module
+
+        _choice("optim.name", self.name, tuple(OPTIMIZERS))
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr={self.lr!r} is invalid: it must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optim.momentum={self.momentum!r} is invalid: in [0, 1)")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas={list(self.betas)!r} is invalid: two numbers in [0, 1)")
+        _positive_or_null("optim.clip_norm", self.clip_norm)
+        if self.plateau_factor is not None and not 0 < self.plateau_factor < 1:
+            raise ConfigError(
+                f"optim.plateau_factor={self.plateau_factor!r} is invalid: in (0, 1), or null"
+            )
+        for key in ("plateau_patience", "plateau_start_epoch"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise ConfigError(f"optim.{key}={getattr(self, key)!r} is invalid: an integer >= 0")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # the global batch: split over the processes of a torchrun/SLURM run
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps (whichever comes first)
+    early_stopping: int | None = None  # stop after this many epochs without a better val score
+    max_minutes: float | None = None  # wall-time budget over all resumed pieces (checked every log_every steps)
+    monitor: str = "neg_elbo"  # validation score for best.pt, lr decay, early stopping (or "rec")
+    log_every: int = 100  # steps between train/ metric lines
+    checkpoint_every: int | None = None  # also save last.pt every N steps (for preemption)
+    progress: bool = True  # tqdm bar with loss, rec, KL, beta and tokens/s
+    resume: str | None = None  # run directory or checkpoint file (its last.pt) to continue from
+    num_threads: int | None = None  # torch CPU threads; null keeps PyTorch's default
+    precision: str = "fp32"  # "bf16": the training forward pass under bfloat16 autocast (GPUs)
+    max_lr_decays: int | None = None  # stop once the plateau rule has decayed the lr this often
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "epochs", "log_every"):
+            _positive_int(f"train.{key}", getattr(self, key))
+        _choice("train.monitor", self.monitor, ("neg_elbo", "rec"))
+        _choice("train.precision", self.precision, ("fp32", "bf16"))
+        for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads", "max_lr_decays"):
+            if getattr(self, key) is not None:
+                _positive_int(f"train.{key}", getattr(self, key))
+        _positive_or_null("train.max_minutes", self.max_minutes)
+
+
+@dataclass
+class RemedyConfig:
+    """Training procedures against posterior collapse (vae_text.remedies)."""
+
+    # He et al. 2019: encoder-only updates before each decoder step until the encoder's loss stops
+    # improving; switched off once validation MI stops rising
+    aggressive: bool = False
+    aggressive_max_inner: int = 100  # cap of the inner loop
+    aggressive_check_every: int = 10  # inner steps between two checks of the encoder's loss
+    # Li et al. 2019: this many autoencoder epochs (beta = 0, z = mu) first, then the decoder is
+    # re-initialised and train.epochs of VAE follow
+    pretrain_epochs: int = 0
+    pretrain_converge: bool = False  # the AE phase as a run of its own: best val rec, lr plateau
+    # rule, ending at train.max_lr_decays decays (or pretrain_epochs); the VAE starts from its best
+
+    def __post_init__(self) -> None:
+        _positive_int("remedy.aggressive_max_inner", self.aggressive_max_inner)
+        _positive_int("remedy.aggressive_check_every", self.aggressive_check_every)
+        if not isinstance(self.pretrain_epochs, int) or self.pretrain_epochs < 0:
+            raise ConfigError(f"remedy.pretrain_epochs={self.pretrain_epochs!r} is invalid: an integer >= 0")
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation suite (vae_text.metrics), at the end of training and in vae_text.evaluate."""
+
+    iw_samples: int = 500  # K of the importance-weighted NLL (the field's K; 0: skip it)
+    val_iw_samples: int = 0  # training: K of an IW-NLL on valid every epoch (0: skip; MI, AU always run)
+    batch_size: int = 64  # sentences per encoder pass
+    memory_mb: int = 64  # working memory of one IW decoder chunk: small chunks stay in cache (faster)
+    au_threshold: float = 0.01  # a unit is active if Var_x E_q[z_u] >= this
+    reconstruct: bool = True  # greedy reconstructions, token accuracy, BLEU
+    seed: int = 0  # the posterior noise (train.yaml ties it to the run's seed)
+    progress: bool = True  # (train.yaml ties it to train.progress)
+    where: typing.ClassVar[str] = "eval."  # the keys' prefix in error messages
+
+    def __post_init__(self) -> None:
+        for key in ("iw_samples", "val_iw_samples"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{self.where}{key}={value!r} is invalid: an integer >= 0 (0 skips it)")
+        for key in ("batch_size", "memory_mb"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{self.where}{key}={value!r} is invalid: a positive integer")
+        if not self.au_threshold > 0:
+            raise ConfigError(f"{self.where}au_threshold={self.au_threshold!r} is invalid: it must be > 0")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "console"  # "console" (+ metrics.jsonl) or "wandb" (both, and a wandb run)
+    project: str = "vae_text"
+    entity: str | None = None
+    group: str | None = None  # default under Hydra: the sweep
+    run_name: str | None = None  # default under Hydra: the job's overrides, or the run directory's name
+    tags: list[str] = field(default_factory=list)
+    mode: str = "offline"  # wandb mode: offline (default, no network; `wandb sync` later), online or disabled
+
+    def __post_init__(self) -> None:
+        if self.name not in ("console", "wandb"):
+            raise ConfigError(f"logger.name={self.name!r} is invalid: choose 'console' or 'wandb'")
+        if self.mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"logger.mode={self.mode!r} is invalid: offline, online or disabled")
+
+
+@dataclass
+class DecodeConfig:
+    decoding: str = "greedy"  # the strategy: greedy | sample | top_k | top_p | beam
+    max_len: int = 50  # tokens at most per sentence (<eos> included)
+    temperature: float = 1.0  # sampling strategies; 0 means argmax
+    top_k: int = 10  # top_k: sample among the k most likely tokens
+    top_p: float = 0.9  # top_p: sample from the smallest set holding this probability mass
+    beam_size: int = 5
+    length_penalty: float = 1.0  # beam: rank by log p / length ** length_penalty (0: raw log p)
+
+    @property
+    def strategy(self) -> str:
+        """`decoding`, under the name the decoding code reads it by."""
+        return self.decoding
+
+    def __post_init__(self) -> None:
+        if self.decoding not in STRATEGIES:
+            raise ConfigError(f"decoding strategy {self.decoding!r} is unknown: choose one of {list(STRATEGIES)}")
+        if self.max_len < 1 or self.beam_size < 1 or self.top_k < 1:
+            raise ConfigError("max_len, beam_size and top_k must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
+
+
+# --- the three entry points --------------------------------------------------------------------
+
+
+@dataclass
+class TrainRunConfig:
+    """`python -m vae_text.train`: conf/train.yaml composed on this schema, checked before any
+    data is read."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    remedy: RemedyConfig = field(default_factory=RemedyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed={self.seed!r} is invalid: it must be an integer")
+        _device(self.device)
+        r = self.remedy
+        if self.model.kind == "lm" and (r.aggressive or r.pretrain_epochs):
+            raise ConfigError("remedy.aggressive / remedy.pretrain_epochs need a latent: "
+                              "model.kind=lm has none")
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig | dict) -> TrainRunConfig:
+        return section(cls, cfg, "")
+
+
+@dataclass
+class EvaluateConfig(EvalConfig):
+    """`python -m vae_text.evaluate`: the evaluation suite's keys (flat) and what to evaluate."""
+
+    where: typing.ClassVar[str] = ""  # its keys are top-level
+    checkpoint: str = MISSING  # a run directory (its checkpoints/best.pt) or a checkpoint file
+    split: str = "test"  # train | valid | test
+    data_dir: str | None = None  # folder with the split's file; default: the data.dir trained on
+    output: str | None = None  # where to write the JSON (default: eval_<split>.json in the run dir)
+    device: str = "auto"
+    num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("split", self.split, SPLITS)
+        _device(self.device)
+
+
+@dataclass
+class SampleConfig(DecodeConfig):
+    """`python -m vae_text.sample`: the decoding keys (flat) and what to generate."""
+
+    checkpoint: str = MISSING  # a run directory, a checkpoint file or an export folder
+    mode: str = "sample"  # sample | reconstruct | interpolate
+    n: int = 10  # sample: how many sentences from the prior
+    sentences: list[str] = field(default_factory=list)  # reconstruct / interpolate: the inputs ...
+    file: str | None = None  # ... or a file with one sentence per line
+    steps: int = 5  # interpolate: points from the first sentence to the second, both included
+    interpolation: str = "linear"  # linear | slerp
+    from_mean: bool = True  # reconstruct from the posterior mean (false: from a posterior sample)
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in ("sample", "reconstruct", "interpolate"):
+            raise ConfigError(f"mode={self.mode!r} is invalid: sample, reconstruct or interpolate")
+        _device(self.device)
