@@ -221,7 +221,8 @@ class Trainer:
         stop = None
         if epoch_end:  # a mid-epoch stop must not change the lr or patience a resumed run will see
             self.state.bad_epochs = 0 if improved else self.state.bad_epochs + 1
-            if self.plateau is not None and self.plateau.step(score, self.state.epoch):
+            phase_epochs = self.state.epoch - self.state.phase_epoch  # a phase counts its own
+            if self.plateau is not None and self.plateau.step(score, phase_epochs):
                 self.decay_lr()
             patience = self.s.train.early_stopping
             if patience is not None and self.state.bad_epochs >= patience:
