@@ -23,7 +23,6 @@ from hydra import compose, initialize_config_dir
 
 from vae_text.batches import batch_plan, iterate
 from vae_text.config import TrainRunConfig, register
-from vae_text.data import load_corpus
 from vae_text.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -43,7 +42,7 @@ def main() -> None:
     if settings.train.num_threads:
         torch.set_num_threads(settings.train.num_threads)
     trainer = Trainer(cfg, settings, run_dir=Path("/nonexistent"))  # nothing is written
-    split = load_corpus(settings.data)["train"]
+    split = trainer.corpus["train"]  # tokenized with the configured tokenizer, as training does
     plan = batch_plan(split, settings.train.batch_size, shuffle=True, seed=settings.seed,
                       pool=settings.data.bucket_pool)
     trainer.plan = plan  # the aggressive inner loop draws its batches from it

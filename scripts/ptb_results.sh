@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The converged PTB results table (results/ptb.md, issue 9): every recipe trained with early
+# The converged PTB results table (results/ptb.md): every recipe trained with early
 # stopping on validation and tested with IW-NLL K = 500, two runs at a time with one thread each.
 # Resumable: a run with results.json is skipped, one with checkpoints/last.pt is continued in place.
 #   bash scripts/ptb_results.sh [out_dir] [name ...]     # names: a subset of the recipes below

@@ -40,7 +40,7 @@ wait
   run aggressive_1epoch +experiment=ptb_aggressive train.epochs=1 objective.schedule.warmup_steps=1000 \
                   remedy.aggressive_max_inner=20 remedy.aggressive_check_every=5
 ) &
-(  # issue 7: the annealing recipe on sentencepiece subwords
+(  # the annealing recipe on sentencepiece subwords
   run sentencepiece +experiment=ptb_sentencepiece objective.schedule.warmup_steps=2630
 ) &
 wait

@@ -7,7 +7,6 @@ file, and read with `weights_only=True` so loading one never runs code from it.
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import random
 import zipfile
@@ -19,18 +18,13 @@ import torch
 
 from vae_text.config import ModelConfig
 from vae_text.errors import CheckpointError
+from vae_text.utils import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 
 
 def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: torch.save(blob, f))
 
 
 def resolve_checkpoint(path: str | Path, name: str = "best.pt") -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from vae_text.tokenizer import (
     build_tokenizer,
     tokenizer_from_state,
 )
+from vae_text.utils import atomic_write
 
 __all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer",  # re-exported for callers of data
            "SPLITS", "DataConfig", "HubConfig", "MAX_LEN", "Batch", "Split", "batch_plan",
@@ -177,10 +177,7 @@ def _write_cache(path: Path, corpus: Corpus) -> None:
                            "empty_lines": sp.empty_lines}
                        for s, sp in corpus.splits.items()}}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(blob, f))
     except OSError as err:  # a read-only cache dir costs speed, not correctness
         log.warning("could not write data cache %s (%s)", path, err)
 

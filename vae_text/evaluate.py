@@ -1,4 +1,4 @@
-"""Evaluate a trained model on a split with the field's protocol (REFERENCE.md §2).
+"""Evaluate a trained model on a split with the field's protocol (docs/protocol.md).
 
     python -m vae_text.evaluate checkpoint=outputs/ptb_main split=test iw_samples=500
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import resource
-import sys
 from pathlib import Path
 
 import hydra
@@ -22,10 +21,9 @@ from omegaconf import DictConfig
 from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
 from vae_text.config import DataConfig, EvaluateConfig, hydra_entry, section
 from vae_text.data import encode_split
-from vae_text.errors import VaeTextError
 from vae_text.metrics import evaluate
 from vae_text.text import read_split
-from vae_text.train import pick_device, write_json
+from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -76,13 +74,10 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
 
 
 @hydra_entry
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
+@cli
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except VaeTextError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run(cfg)
 
 
 if __name__ == "__main__":

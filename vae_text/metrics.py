@@ -1,4 +1,4 @@
-"""Evaluation metrics as functions of a model and a split (REFERENCE.md §2).
+"""Evaluation metrics as functions of a model and a split (defined in docs/protocol.md).
 
 NLLs are nats per sentence (sum over its words and one <eos>), averaged over sentences; PPL divides
 the total NLL by the total number of tokens (words + one <eos> per sentence). The ELBO is always
@@ -125,7 +125,7 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> tuple[int, list[float]]
 @torch.no_grad()
 def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
              cfg: EvalConfig | None = None, full: bool = True, dist: Dist | None = None) -> dict:
-    """All metrics of REFERENCE.md §2 over a whole split.
+    """All metrics of docs/protocol.md over a whole split.
 
     `full=False` is the cheap per-epoch validation: ELBO terms, PPL, MI and AU (one encoder pass),
     plus the IW-NLL only if `cfg.iw_samples > 0`. `full=True` adds token accuracy and greedy

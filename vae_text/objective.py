@@ -1,7 +1,7 @@
 """The maths of the objective: KL-weight schedules, free bits and the (beta-)ELBO loss (the KL
 itself comes from the latent distributions, vae_text.latent).
 
-Conventions (REFERENCE.md §2): a sentence's reconstruction term is the *sum* of its token NLLs
+Conventions (docs/protocol.md): a sentence's reconstruction term is the *sum* of its token NLLs
 (words + one <eos>, never padding); both rec and KL are averaged over sentences, so the KL weight
 means the same thing whatever the batch size or sentence length.
 """

@@ -30,6 +30,7 @@ from vae_text.generate import DecodeConfig, decode
 from vae_text.latent import Posterior
 from vae_text.model import TextVAE, build_model
 from vae_text.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
+from vae_text.utils import atomic_write, pick_device, write_json
 
 EXPORT_FORMAT = "vae_text-export-v1"
 
@@ -44,7 +45,7 @@ class TextVAEPipeline:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> TextVAEPipeline:
         """From a run directory (its best.pt), a checkpoint file, or an exported folder."""
-        device = _device(device)
+        device = pick_device(device)
         path = Path(path)
         if (path / "config.json").is_file() or (path / "model.safetensors").is_file():
             return cls.from_pretrained(path, device)
@@ -53,17 +54,15 @@ class TextVAEPipeline:
     def export(self, folder: str | Path) -> Path:
         """A folder to share: config.json (the training config), model.safetensors, vocab.json
         (and tokenizer.model for a sentencepiece model)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors"))
-        (folder / "vocab.json").write_text(json.dumps(self.tokenizer.itos, ensure_ascii=False))
+        atomic_write(folder / "model.safetensors", save(state))
+        atomic_write(folder / "vocab.json", json.dumps(self.tokenizer.itos, ensure_ascii=False))
         if isinstance(self.tokenizer, SentencePieceTokenizer):
             self.tokenizer.save(folder / "tokenizer.model")
-        (folder / "config.json").write_text(json.dumps({"format": EXPORT_FORMAT, **self.config},
-                                                       indent=2))
+        write_json(folder / "config.json", {"format": EXPORT_FORMAT, **self.config})
         return folder
 
     @classmethod
@@ -71,7 +70,7 @@ class TextVAEPipeline:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        folder, device = Path(folder), _device(device)
+        folder, device = Path(folder), pick_device(device)
         for name in ("config.json", "model.safetensors", "vocab.json"):
             if not (folder / name).is_file():
                 raise CheckpointError(f"{folder}: missing {name}; an export folder holds "
@@ -174,12 +173,6 @@ def interpolate(a: Tensor, b: Tensor, t: float, method: str = "linear") -> Tenso
         return (1 - t) * a + t * b
     so = torch.sin(omega)
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
-
-
-def _device(name: str | torch.device) -> torch.device:
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 __all__ = ["TextVAEPipeline", "interpolate"]

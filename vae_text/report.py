@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
+
+from vae_text.utils import atomic_write
 
 COLUMNS = [  # (key in the row, header, format)
     ("run", "run", "s"), ("overrides", "overrides", "s"), ("rec", "rec", ".2f"),
@@ -217,12 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.dirs[0] / "report"
     out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
-    out.with_suffix(".md").write_text(table + "\n")
+    atomic_write(out.with_suffix(".md"), table + "\n")
     keys = [k for k, _, _ in COLUMNS if any(k in r for r in rows)]
-    with out.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys + ["beta"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=keys + ["beta"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out.with_suffix(".csv"), buffer.getvalue())
     figures = {"rate_distortion": out.parent / f"{out.name}_rate_distortion.png",
                "curves": out.parent / f"{out.name}_curves.png"}
     plot_rate_distortion(rows, figures["rate_distortion"])

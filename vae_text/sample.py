@@ -7,16 +7,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from vae_text.config import SampleConfig, hydra_entry, section
-from vae_text.errors import ConfigError, VaeTextError
+from vae_text.errors import ConfigError
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.text import read_sentences
+from vae_text.utils import CONFIG_PATH, cli
 
 
 def run(cfg: DictConfig | SampleConfig) -> list[str]:
@@ -43,14 +43,10 @@ def run(cfg: DictConfig | SampleConfig) -> list[str]:
 
 
 @hydra_entry
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="sample")
+@cli(also=(ValueError,))  # the pipeline's ValueErrors (no latent, unknown interpolation) are the user's
 def main(cfg: DictConfig) -> None:
-    try:
-        lines = run(cfg)
-    except (VaeTextError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print("\n".join(lines))
+    print("\n".join(run(cfg)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch
 
 from vae_text.config import TokenizerConfig
 from vae_text.errors import CheckpointError, ConfigError, DataError
+from vae_text.utils import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,6 @@ class SentencePieceTokenizer:
 
     def save(self, path) -> None:
         """The `.model` file sentencepiece's own tools read."""
-        from vae_text.utils import atomic_write
-
         atomic_write(path, self.proto)
 
 

@@ -10,7 +10,6 @@ and `checkpoints/{last,best}.pt`. The loop itself is vae_text.trainer.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -20,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from vae_text.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 from vae_text.config import TrainRunConfig, hydra_entry
 from vae_text.distributed import Dist, setup, teardown
-from vae_text.errors import ConfigError, VaeTextError
+from vae_text.errors import ConfigError
 from vae_text.logger import MetricsLogger, SilentLogger, named_after_job
 from vae_text.trainer import Trainer
-from vae_text.utils import pick_device, write_json
+from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -111,13 +110,10 @@ def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, de
 
 
 @hydra_entry
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@cli
 def main(cfg: DictConfig) -> float:
-    try:
-        results = train(cfg)
-    except VaeTextError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    results = train(cfg)
     return results[f"best_val_{cfg.train.monitor}"]  # what a sweeper minimises
 
 

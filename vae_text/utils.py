@@ -1,31 +1,70 @@
-"""Small helpers every entry point uses: atomic writes, the device, the CLI's error exit."""
+"""What every entry point needs and no model concept owns: atomic files, the device, CLI errors,
+and where the Hydra configs are.
+
+Written files are atomic (a temp file in the same folder, then `os.replace`): a crash or a full disk
+leaves the old file or the new one, never a torn one, so a reader (a report over a sweep that is
+still running, a resumed run) never sees half a JSON file or half a checkpoint.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import math
 import os
+import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-import torch
+from vae_text.errors import ConfigError, VaeTextError
 
-from vae_text.errors import ConfigError
+if TYPE_CHECKING:
+    import torch
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename, so a
-    crash leaves the old file or the new one, never a torn one."""
+def _config_path() -> str:
+    """The configs as Hydra's `config_path`: the package `vae_text.conf` (a wheel ships `conf/`
+    under that name, and an editable install maps it to the checkout's `conf/`), or the
+    checkout's top-level `conf/` when the code runs from source with nothing installed."""
+    if importlib.util.find_spec("vae_text.conf") is not None:
+        return "pkg://vae_text.conf"
+    return str(Path(__file__).resolve().parents[1] / "conf")
+
+
+CONFIG_PATH = _config_path()  # what every @hydra.main entry point is given
+
+
+def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], None]) -> Path:
+    """Write text (UTF-8), bytes, or whatever `data(file)` writes to a binary file, atomically.
+
+    The parent folders are made. On any error the temp file is removed and `path` keeps its old
+    content (or stays absent); the error propagates.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open(tmp, "wb") as f:
+            if isinstance(data, str):
+                f.write(data.encode("utf-8"))
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                data(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
 
 
-def _finite(x):
+def _finite(x: Any) -> Any:
     """JSON has no NaN or infinity: such floats become null."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -36,15 +75,41 @@ def _finite(x):
     return x
 
 
-def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, json.dumps(_finite(data), indent=2) + "\n")
+def write_json(path: str | Path, data: Any) -> Path:
+    """`data` as indented JSON with a final newline (NaN and infinities as null), atomically."""
+    return atomic_write(path, json.dumps(_finite(data), indent=2) + "\n")
 
 
-def pick_device(name: str) -> torch.device:
-    """`device=auto` is CUDA when present, else the CPU; an explicit CUDA device must exist."""
-    if name == "auto":
+def pick_device(name: str | torch.device) -> torch.device:
+    """`auto` (CUDA when present, else CPU) or an explicit device; CUDA asked for but absent is a
+    ConfigError, not a crash deep inside the first forward pass."""
+    import torch  # here, so that the report (no torch needed) imports this module cheaply
+
+    if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available here: use device=auto or cpu")
+        raise ConfigError(f"device={str(name)!r} but CUDA is not available here: use device=auto or cpu")
     return device
+
+
+def cli(func: F | None = None, *, also: tuple[type[Exception], ...] = ()) -> F:
+    """Decorate an entry point's main: a `VaeTextError` (or one of `also`) prints
+    `error: <message>` on stderr and exits with status 2, with no traceback.
+
+        @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+        @cli
+        def main(cfg): ...
+    """
+    if func is None:
+        return functools.partial(cli, also=also)  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (VaeTextError, *also) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
