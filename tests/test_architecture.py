@@ -38,7 +38,7 @@ KNOWN_UPWARD = {
     ("config", "encoders"),  # model.encoder against ENCODERS
     ("config", "latent"),  # model.posterior / model.prior against POSTERIORS, PRIORS
     ("config", "objective"),  # ObjectiveConfig checks schedule names against objective.SCHEDULES
-    ("config", "optim"),  # OptimConfig checks optimizer names against optim.OPTIMIZERS (a cycle)
+    ("config", "optim"),  # OptimConfig checks optimizer names against optim.OPTIMIZERS
     ("model", "objective"),  # TextVAE scores with objective.sentence_nll / gaussian_kl
 }
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from vae_text.config import OptimConfig
 from vae_text.errors import CheckpointError
+
+if TYPE_CHECKING:  # config checks optim.name against OPTIMIZERS: no import back at run time
+    from vae_text.config import OptimConfig
 
 
 def adam(params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
