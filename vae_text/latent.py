@@ -14,8 +14,11 @@ sample z (Kingma & Welling 2014), which is unbiased.
 
 Adding a family: a `Posterior` dataclass, a head module `head(features) -> Posterior` built as
 `Head(in_size, latent_size, **options)` with a `noise_size` attribute (standard-normal draws per
-sample), whose keyword-only __init__ arguments are its options (`model.posterior_args`), an entry
-in POSTERIORS, `conf/model/posterior/<name>.yaml`.
+sample), `family` (its Posterior class) and `support` ("real" or "sphere"), whose keyword-only
+__init__ arguments are its options (`model.posterior_args`), an entry in POSTERIORS,
+`conf/model/posterior/<name>.yaml`. The families beyond the Gaussian live in their own modules,
+imported at the end of this one: latent_vmf (vMF, uniform sphere), latent_mixture (mixture of
+Gaussians, VampPrior), latent_flow (IAF); docs/latents.md describes them.
 Adding a prior: a `Prior` subclass built as `Prior(latent_size, **options)` whose keyword-only
 arguments are its options (`model.prior_args`), an entry in PRIORS, `conf/model/prior/<name>.yaml`;
 closed-form KLs are optional (`register_kl`). A prior that needs the model (a VampPrior evaluates q(z|u_k) of learned pseudo-inputs through the encoder
