@@ -177,8 +177,8 @@ def test_iw_nll_with_one_sample_is_the_negative_elbo_in_expectation_and_bounds_i
 
 
 @pytest.mark.parametrize("kw,key", [
-    (dict(posterior="vmf"), "model.posterior"),
-    (dict(prior="vamp"), "model.prior"),
+    (dict(posterior="hyperbolic"), "model.posterior"),
+    (dict(prior="flow_prior"), "model.prior"),
     (dict(prior_args={"scale": 2.0}), "model.prior_args.scale"),
     (dict(posterior_args={"kappa": 5}), "model.posterior_args.kappa"),
     (dict(bn_gamma=0.5, posterior_args={"bn_gamma": 0.5}), "model.bn_gamma"),

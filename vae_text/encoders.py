@@ -20,13 +20,20 @@ if TYPE_CHECKING:
 
 
 class Encoder(nn.Module, ABC):
-    """What the model needs of an encoder: `out_size` and forward(tokens, lengths) -> (B, out_size)."""
+    """What the model needs of an encoder: `out_size` and forward(tokens, lengths) -> (B, out_size).
+    Optional, for a prior with pseudo-inputs (VampPrior): `embed_size` and `encode_embedded`."""
 
     out_size: int
+    embed_size: int  # the width of the input vectors `encode_embedded` reads
 
     @abstractmethod
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """Features (B, out_size) of sentences `tokens` (B, T) of `lengths` (B,)."""
+
+    def encode_embedded(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """Features (B, out_size) of input vectors (B, T, embed_size) read in place of the word
+        embeddings (the VampPrior's learned pseudo-inputs)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read embedded inputs")
 
 
 class LSTMEncoder(Encoder):
@@ -39,9 +46,13 @@ class LSTMEncoder(Encoder):
                             batch_first=True, bidirectional=cfg.bidirectional)
         self.directions = 2 if cfg.bidirectional else 1
         self.out_size = cfg.encoder_hidden * self.directions
+        self.embed_size = cfg.embed_size
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        packed = pack_padded_sequence(self.embed(tokens), lengths.cpu(), batch_first=True,
+        return self.encode_embedded(self.embed(tokens), lengths)
+
+    def encode_embedded(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True,
                                       enforce_sorted=False)
         _, (h, _) = self.lstm(packed)  # h: (layers * directions, B, H), layer-major
         batch, hidden = h.shape[1], h.shape[2]

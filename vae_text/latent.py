@@ -14,8 +14,11 @@ sample z (Kingma & Welling 2014), which is unbiased.
 
 Adding a family: a `Posterior` dataclass, a head module `head(features) -> Posterior` built as
 `Head(in_size, latent_size, **options)` with a `noise_size` attribute (standard-normal draws per
-sample), whose keyword-only __init__ arguments are its options (`model.posterior_args`), an entry
-in POSTERIORS, `conf/model/posterior/<name>.yaml`.
+sample), `family` (its Posterior class) and `support` ("real" or "sphere"), whose keyword-only
+__init__ arguments are its options (`model.posterior_args`), an entry in POSTERIORS,
+`conf/model/posterior/<name>.yaml`. The families beyond the Gaussian live in their own modules,
+imported at the end of this one: latent_vmf (vMF, uniform sphere), latent_mixture (mixture of
+Gaussians, VampPrior), latent_flow (IAF); docs/latents.md describes them.
 Adding a prior: a `Prior` subclass built as `Prior(latent_size, **options)` whose keyword-only
 arguments are its options (`model.prior_args`), an entry in PRIORS, `conf/model/prior/<name>.yaml`;
 closed-form KLs are optional (`register_kl`). A prior that needs the model (a VampPrior evaluates q(z|u_k) of learned pseudo-inputs through the encoder
@@ -107,7 +110,11 @@ class Posterior(ABC):
 
 
 class Prior(nn.Module, ABC):
-    """p(z) over a latent of `latent_size`; an nn.Module, so a learned prior trains with the model."""
+    """p(z) over a latent of `latent_size`; an nn.Module, so a learned prior trains with the model.
+    `support`: "real" (R^Z), "sphere" (the unit sphere), or "posterior" (whatever the posterior's
+    is: a VampPrior); a config whose prior and posterior live on different spaces is refused."""
+
+    support = "real"
 
     def __init__(self, latent_size: int):
         super().__init__()
@@ -136,16 +143,32 @@ def _noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | No
 # --- closed-form KL between a posterior family and a prior ---------------------------------------
 
 _KL: dict[tuple[type, type], Callable[[Posterior, Prior], Tensor]] = {}
+_TOTAL_ONLY: set[tuple[type, type]] = set()  # closed forms that give (B, 1), not (B, Z)
 
 
-def register_kl(posterior: type[Posterior], prior: type[Prior]):
-    """Decorator: `fn(q, p)` is the closed-form KL(q || p) of these two classes (and subclasses)."""
+def register_kl(posterior: type[Posterior], prior: type[Prior], per_dimension: bool = True):
+    """Decorator: `fn(q, p)` is the closed-form KL(q || p) of these two classes (and subclasses),
+    (B, Z) per dimension, or (B, 1) with `per_dimension=False`."""
 
     def add(fn: Callable[[Posterior, Prior], Tensor]):
         _KL[(posterior, prior)] = fn
+        if not per_dimension:
+            _TOTAL_ONLY.add((posterior, prior))
         return fn
 
     return add
+
+
+def kl_per_dimension(head: type, prior: type) -> bool | None:
+    """Whether the KL of a head's family (its `family` attribute) against `prior` splits over the
+    latent dimensions: a closed form registered per dimension. None when the head names no family."""
+    family = getattr(head, "family", None)
+    if family is None:
+        return None
+    for (q_cls, p_cls) in _KL:
+        if issubclass(family, q_cls) and issubclass(prior, p_cls):
+            return (q_cls, p_cls) not in _TOTAL_ONLY
+    return False
 
 
 def _closed_form(posterior: type, prior: type):
@@ -202,6 +225,9 @@ class GaussianHead(nn.Module):
     expected KL at least latent_size * gamma^2 / 2 and so prevents collapse.
     """
 
+    family = DiagonalGaussian  # the Posterior class it returns
+    support = "real"  # where z lives: "real" (R^Z) or "sphere" (a prior must match)
+
     def __init__(self, in_size: int, latent_size: int, *, bn_gamma: float | None = None):
         super().__init__()
         self.noise_size = latent_size
@@ -246,3 +272,7 @@ def _gaussian_standard_normal(q: DiagonalGaussian, p: StandardNormal) -> Tensor:
 POSTERIORS: dict[str, type[nn.Module]] = {"gaussian": GaussianHead}
 PRIORS: dict[str, type[Prior]] = {"standard_normal": StandardNormal}
 
+
+
+# the other families register themselves into POSTERIORS and PRIORS (they import this module)
+from vae_text import latent_flow, latent_mixture, latent_vmf  # noqa: E402, F401

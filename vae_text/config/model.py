@@ -82,6 +82,12 @@ class ModelConfig:
                 if key not in known:
                     raise ConfigError(f"model.{part}_args.{key} is not an option of "
                                       f"model.{part}={name}: it takes {sorted(known) or 'none'}")
+        if self.kind == "vae":  # both live on one space (R^Z, the sphere), or the prior is the posterior's
+            q_on = getattr(POSTERIORS[self.posterior], "support", "real")
+            p_on = getattr(PRIORS[self.prior], "support", "real")
+            if p_on not in (q_on, "posterior"):
+                raise ConfigError(f"model.prior={self.prior} lives on {p_on} but model.posterior="
+                                  f"{self.posterior} on {q_on}: choose a prior of the same space")
         if self.kind == "vae" and self.bn_gamma is not None:
             if "bn_gamma" not in _options(POSTERIORS[self.posterior]):
                 raise ConfigError(f"model.bn_gamma (BN-VAE) is not an option of "

@@ -195,6 +195,14 @@ class TrainRunConfig:
         if self.model.kind == "lm" and (r.aggressive or r.pretrain_epochs):
             raise ConfigError("remedy.aggressive / remedy.pretrain_epochs need a latent: "
                               "model.kind=lm has none")
+        o, m = self.objective, self.model
+        if m.kind == "vae" and o.free_bits > 0 and o.free_bits_mode in ("dim", "element"):
+            from vae_text.latent import POSTERIORS, PRIORS, kl_per_dimension
+
+            if kl_per_dimension(POSTERIORS[m.posterior], PRIORS[m.prior]) is False:
+                raise ConfigError(f"objective.free_bits_mode={o.free_bits_mode} needs a KL per latent "
+                                  f"dimension, which model.posterior={m.posterior} with model.prior="
+                                  f"{m.prior} has not (one total): use objective.free_bits_mode=sentence")
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict) -> TrainRunConfig:
