@@ -240,7 +240,7 @@ def test_a_prior_registered_from_outside_trains_end_to_end(corpus_dir, tmp_path,
     assert isinstance(vae.model.prior, _ScaledNormal) and vae.model.prior.scale == 2.0
     assert len(vae.sample(3, seed=0)) == 3
     # registering the closed form switches the KL to it, per dimension
-    monkeypatch.setattr(latent, "_KL", dict(latent._KL))
+    monkeypatch.setattr(latent.base, "_KL", dict(latent.base._KL))
     register_kl(DiagonalGaussian, _ScaledNormal)(_scaled_kl)
     closed = train(compose_cfg(overrides), tmp_path / "closed")["test"]
     assert len(closed["kl_per_dim"]) == 6 and closed["kl"] == pytest.approx(sum(closed["kl_per_dim"]))

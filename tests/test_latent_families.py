@@ -13,9 +13,9 @@ from torch.nn import functional as F
 from vae_text.config import ModelConfig
 from vae_text.data import BOS, EOS, PAD, UNK, Vocab
 from vae_text.latent import DiagonalGaussian, StandardNormal, gaussian_kl
-from vae_text.latent_flow import IAFHead
-from vae_text.latent_mixture import MixtureOfGaussians, VampPrior
-from vae_text.latent_vmf import (
+from vae_text.latent.flow import IAFHead
+from vae_text.latent.mixture import MixtureOfGaussians, VampPrior
+from vae_text.latent.vmf import (
     UniformSphere,
     VMFHead,
     VonMisesFisher,

@@ -88,7 +88,7 @@ def test_every_family_goes_through_the_metrics_without_special_cases(family):
 def test_vmf_with_fixed_kappa_has_a_constant_kl_whatever_the_encoder_does():
     model, batch, split = small_vae("vmf")
     out = evaluate(model, split, cfg=EvalConfig(iw_samples=5, progress=False), full=False)
-    from vae_text.latent_vmf import UniformSphere, VonMisesFisher
+    from vae_text.latent.vmf import UniformSphere, VonMisesFisher
 
     expected = VonMisesFisher(torch.tensor([[1.0, 0, 0]]), torch.tensor([8.0])).kl(UniformSphere(3))
     assert out["kl"] == pytest.approx(expected.item(), rel=1e-5)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vae_text.errors import ConfigError
-from vae_text.latent import LOG_2PI, PRIORS, Prior
+from vae_text.latent.base import LOG_2PI, PRIORS, Prior
 
 
 def _drawn_on(generator: torch.Generator | None, device) -> torch.device | str:

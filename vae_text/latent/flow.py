@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vae_text.errors import ConfigError
-from vae_text.latent import LOG_2PI, POSTERIORS, Posterior, _noise
+from vae_text.latent.base import LOG_2PI, POSTERIORS, Posterior, _noise
 
 MEAN_SAMPLES = 32  # antithetic pairs of the fixed noise that estimates E_q[z]
 CHUNK_ELEMENTS = 2**24  # the largest (..., hidden) activation `log_prob` builds at once

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vae_text.errors import ConfigError
-from vae_text.latent import POSTERIORS, PRIORS, Posterior, Prior, _noise, register_kl
+from vae_text.latent.base import POSTERIORS, PRIORS, Posterior, Prior, _noise, register_kl
 
 DEBYE_ORDER = 40.0  # the order from which the recurrence starts (at least nu + 8)
 TRIES = 8  # rejection-sampler proposals carried in each sample's noise (more are rarely needed)

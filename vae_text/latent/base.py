@@ -17,8 +17,8 @@ Adding a family: a `Posterior` dataclass, a head module `head(features) -> Poste
 sample), `family` (its Posterior class) and `support` ("real" or "sphere"), whose keyword-only
 __init__ arguments are its options (`model.posterior_args`), an entry in POSTERIORS,
 `conf/model/posterior/<name>.yaml`. The families beyond the Gaussian live in their own modules,
-imported at the end of this one: latent_vmf (vMF, uniform sphere), latent_mixture (mixture of
-Gaussians, VampPrior), latent_flow (IAF); docs/latents.md describes them.
+in the sibling modules vmf (vMF, uniform sphere), mixture (mixture of Gaussians, VampPrior)
+and flow (IAF), which the package imports; docs/latents.md describes them.
 Adding a prior: a `Prior` subclass built as `Prior(latent_size, **options)` whose keyword-only
 arguments are its options (`model.prior_args`), an entry in PRIORS, `conf/model/prior/<name>.yaml`;
 closed-form KLs are optional (`register_kl`). A prior that needs the model (a VampPrior evaluates q(z|u_k) of learned pseudo-inputs through the encoder
@@ -272,7 +272,3 @@ def _gaussian_standard_normal(q: DiagonalGaussian, p: StandardNormal) -> Tensor:
 POSTERIORS: dict[str, type[nn.Module]] = {"gaussian": GaussianHead}
 PRIORS: dict[str, type[Prior]] = {"standard_normal": StandardNormal}
 
-
-
-# the other families register themselves into POSTERIORS and PRIORS (they import this module)
-from vae_text import latent_flow, latent_mixture, latent_vmf  # noqa: E402, F401
