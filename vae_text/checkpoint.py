@@ -6,6 +6,7 @@ file, and read with `weights_only=True` so loading one never runs code from it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
@@ -23,13 +24,18 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from vae_text.utils import write_error
+
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(blob, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # a full disk: "basic_ios::clear: iostream error"
+        raise write_error(path, err) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def resolve_checkpoint(path: str | Path, name: str = "best.pt") -> Path:
@@ -85,6 +91,9 @@ def training_blob(trainer, full: bool) -> dict[str, Any]:
         blob["optimizer"] = trainer.optimizer.state_dict()
         blob["plateau"] = trainer.plateau.state_dict() if trainer.plateau is not None else None
         blob["rng"] = rng_state()
+        blob["window"] = vars(trainer.window).copy()  # the train/ metrics a resumed run goes on averaging
+    if getattr(trainer, "logger", None) is not None:
+        blob["metrics_lines"] = trainer.logger.lines  # metrics.jsonl as it stood (resume truncates to it)
     return blob
 
 
@@ -98,6 +107,8 @@ def restore(trainer, blob: dict[str, Any]) -> None:
     for remedy in trainer.remedies:
         remedy.load_state_dict(blob["remedies"][remedy.name])
     set_rng_state(blob["rng"])
+    if "window" in blob:
+        vars(trainer.window).update(blob["window"])
 
 
 def check_resumable(blob: dict[str, Any], model: ModelConfig, where: str) -> None:
@@ -111,6 +122,23 @@ def check_resumable(blob: dict[str, Any], model: ModelConfig, where: str) -> Non
     if diff:
         raise CheckpointError(f"{where}: model.{diff[0]} is {saved.get(diff[0])!r} in the "
                               f"checkpoint but {now[diff[0]]!r} now; resume with the same model config")
+
+
+OPTIMIZER_KEYS = ("name", "lr", "betas", "momentum", "weight_decay")  # held in the optimizer's state
+
+
+def check_same_optim(blob: dict[str, Any], optim, where: str) -> None:
+    """A resumed run goes on with the optimizer state of its checkpoint (its lr, betas, ...): an
+    override of those keys would be recorded in config.yaml but not used, so it is refused."""
+    saved = {**asdict(type(optim)()), **blob["config"].get("optim", {})}
+    now = asdict(optim)
+    for key in OPTIMIZER_KEYS:
+        was, new = saved.get(key), now[key]
+        if (list(was) if isinstance(was, (list, tuple)) else was) != \
+                (list(new) if isinstance(new, tuple) else new):
+            raise CheckpointError(f"{where}: optim.{key} is {was!r} in the checkpoint but {new!r} "
+                                  f"now; a resumed run goes on with its optimizer's state: resume "
+                                  f"with the same optim.{key}, or start a new run")
 
 
 def rng_state() -> dict[str, Any]:

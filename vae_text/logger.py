@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_text.config import LoggerConfig
+from vae_text.utils import _finite, atomic_write
 
 log = logging.getLogger("vae_text")
 
@@ -35,8 +36,17 @@ def named_after_job(cfg: LoggerConfig) -> LoggerConfig:
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict[str, Any]):
+    """`keep_lines`: a resumed run keeps that many lines of the file (those its checkpoint had
+    seen written) and writes the rest again; None starts the file afresh."""
+
+    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict[str, Any],
+                 keep_lines: int | None = None):
         self.path = run_dir / "metrics.jsonl"
+        kept = []
+        if keep_lines and self.path.exists():
+            kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep_lines]
+        atomic_write(self.path, "".join(kept))
+        self.lines = len(kept)
         self.file = self.path.open("a", encoding="utf-8")
         self.wandb_run = None
         if cfg.name == "wandb":
@@ -52,8 +62,9 @@ class MetricsLogger:
     def log(self, metrics: dict[str, Any], step: int, epoch: int | None = None,
             echo: bool = True) -> None:
         record = {"step": step, **({"epoch": epoch} if epoch is not None else {}), **metrics}
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(json.dumps(_finite(record)) + "\n")  # NaN and infinity: null (valid JSON)
         self.file.flush()
+        self.lines += 1
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                step=step)
@@ -75,6 +86,8 @@ def _fmt(value: Any) -> str:
 
 class SilentLogger:
     """What ranks other than 0 log to in a distributed run: nothing (rank 0 logs the run)."""
+
+    lines = 0
 
     def log(self, metrics: dict[str, Any], step: int, epoch: int | None = None, echo: bool = True) -> None:
         pass
