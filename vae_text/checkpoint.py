@@ -24,8 +24,10 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
+    from vae_text.divergence import check_weights
     from vae_text.utils import write_error
 
+    check_weights(path, blob)  # never replace the last good checkpoint with broken weights
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,10 +69,12 @@ def load_checkpoint(path: str | Path, name: str = "best.pt",
     return blob
 
 
-def read_resume(path: str | Path, model: ModelConfig) -> dict[str, Any]:
-    """The last.pt a run continues from, checked against the model config of now."""
+def read_resume(path: str | Path, model: ModelConfig, optim=None) -> dict[str, Any]:
+    """The last.pt a run continues from, checked against the model (and optim) config of now."""
     blob = load_checkpoint(path, name="last.pt")
     check_resumable(blob, model, f"train.resume={path}")
+    if optim is not None:
+        check_same_optim(blob, optim, f"train.resume={path}")
     return blob
 
 
@@ -91,7 +95,8 @@ def training_blob(trainer, full: bool) -> dict[str, Any]:
         blob["optimizer"] = trainer.optimizer.state_dict()
         blob["plateau"] = trainer.plateau.state_dict() if trainer.plateau is not None else None
         blob["rng"] = rng_state()
-        blob["window"] = vars(trainer.window).copy()  # the train/ metrics a resumed run goes on averaging
+        if getattr(trainer, "window", None) is not None:  # the train/ means a resumed run goes on with
+            blob["window"] = vars(trainer.window).copy()
     if getattr(trainer, "logger", None) is not None:
         blob["metrics_lines"] = trainer.logger.lines  # metrics.jsonl as it stood (resume truncates to it)
     return blob
@@ -107,8 +112,10 @@ def restore(trainer, blob: dict[str, Any]) -> None:
     for remedy in trainer.remedies:
         remedy.load_state_dict(blob["remedies"][remedy.name])
     set_rng_state(blob["rng"])
-    if "window" in blob:
-        vars(trainer.window).update(blob["window"])
+    from vae_text.logger import TrainWindow
+
+    trainer.window, trainer.resume_blob = TrainWindow(), blob
+    vars(trainer.window).update(blob.get("window", {}))
 
 
 def check_resumable(blob: dict[str, Any], model: ModelConfig, where: str) -> None:

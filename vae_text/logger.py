@@ -84,6 +84,23 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def kept_lines(path: Path, blob: dict | None, step: int) -> int:
+    """How many lines of a run's metrics.jsonl the checkpoint it resumes from had seen written:
+    the lines a killed run wrote after it go, as the resumed run writes them again."""
+    if blob is not None and "metrics_lines" in blob:
+        return blob["metrics_lines"]
+    n = 0  # a checkpoint of an older vae_text: the lines up to its step, before any test line
+    for line in (path.read_text(encoding="utf-8").splitlines() if path.exists() else []):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if record.get("step", 0) > step or any(k.startswith("test/") for k in record):
+            break
+        n += 1
+    return n
+
+
 class SilentLogger:
     """What ranks other than 0 log to in a distributed run: nothing (rank 0 logs the run)."""
 

@@ -21,7 +21,7 @@ from vae_text.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 from vae_text.config import TrainRunConfig, hydra_entry
 from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import VaeTextError
-from vae_text.logger import MetricsLogger, SilentLogger, named_after_job
+from vae_text.logger import MetricsLogger, SilentLogger, kept_lines, named_after_job
 from vae_text.rundir import check_reuse, claim, release
 from vae_text.trainer import Trainer
 from vae_text.utils import atomic_write, pick_device, write_json
@@ -96,9 +96,11 @@ def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: D
         logger = SilentLogger()
     else:
         atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        keep = trainer.resumed_lines(run_dir / "metrics.jsonl") if resuming_here else None
+        keep = kept_lines(run_dir / "metrics.jsonl", getattr(trainer, "resume_blob", None),
+                          trainer.state.step) if resuming_here else None
         logger = MetricsLogger(run_dir, named_after_job(settings.logger),
                                OmegaConf.to_container(cfg, resolve=True), keep_lines=keep)
+        trainer.logger = logger  # its line count goes into checkpoints: metrics.jsonl resumes exactly
     failed = True
     try:
         trainer.fit(logger)

@@ -8,7 +8,6 @@ posterior collapse act through their hooks (vae_text.remedies), so the loop has 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import random
@@ -24,7 +23,6 @@ from tqdm import tqdm
 from vae_text.batches import Batch, batch_plan, collate, iterate
 from vae_text.checkpoint import (
     CHECKPOINT_DIR,
-    check_same_optim,
     load_checkpoint,
     read_resume,
     restore,
@@ -33,7 +31,8 @@ from vae_text.checkpoint import (
 )
 from vae_text.data import Corpus, load_corpus
 from vae_text.distributed import Dist
-from vae_text.errors import CheckpointError, VaeTextError
+from vae_text.divergence import clip_gradients, stop_if_diverged
+from vae_text.errors import CheckpointError
 from vae_text.logger import MetricsLogger, TrainWindow
 from vae_text.metrics import evaluate
 from vae_text.model import build_model, word_dropout_rate
@@ -42,11 +41,6 @@ from vae_text.optim import build_optimizer, plateau_rule, set_lr
 from vae_text.remedies import build_remedies
 
 log = logging.getLogger("vae_text")
-
-
-class TrainingDiverged(VaeTextError):
-    """A non-finite loss, gradient, weight or validation score: training stops, the last good
-    checkpoint stays as it was."""
 
 
 @dataclass
@@ -73,9 +67,7 @@ class Trainer:
         self.cfg, self.s, self.run_dir = cfg, settings, run_dir
         self.dist = dist or Dist()
         self.device = device or pick_device(settings.device)
-        resume = read_resume(settings.train.resume, settings.model) if settings.train.resume else None
-        if resume is not None:
-            check_same_optim(resume, settings.optim, f"train.resume={settings.train.resume}")
+        resume = read_resume(settings.train.resume, settings.model, settings.optim) if settings.train.resume else None
         self.corpus: Corpus = load_corpus(settings.data, settings.tokenizer)
         if resume is not None and resume["vocab"] != self.corpus.tokenizer.itos:
             raise CheckpointError(f"train.resume={settings.train.resume}: the checkpoint's vocabulary "
@@ -88,8 +80,6 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), settings.optim)
         self.plateau = plateau_rule(settings.optim)
         self.state = TrainState()
-        self.window, self.logger = TrainWindow(), None
-        self.resume_blob = resume
         if resume is not None:
             restore(self, resume)
             log.info("resumed from %s at step %d (epoch %d)", settings.train.resume,
@@ -133,37 +123,9 @@ class Trainer:
 
     def save(self, name: str) -> None:
         self.state.seconds = self.elapsed()
-        bad = next((n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()), None)
-        if bad is not None:  # never replace the last good checkpoint with broken weights
-            raise self.diverged(f"the weights ({bad}) hold NaN or infinity", f"by step {self.state.step}")
         if self.dist.main:
             save_checkpoint(self.run_dir / CHECKPOINT_DIR / name,
                             training_blob(self, full=name == "last.pt"))
-
-    def resumed_lines(self, path: Path) -> int:
-        """How many lines of the run's metrics.jsonl the checkpoint resumed from had written:
-        the lines a killed run wrote after it are dropped, as the resumed run writes them again."""
-        blob = self.resume_blob or {}
-        if "metrics_lines" in blob:
-            return blob["metrics_lines"]
-        n = 0  # a checkpoint of an older vae_text: the lines up to its step, before any test line
-        for line in (path.read_text(encoding="utf-8").splitlines() if path.exists() else []):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                break
-            if record.get("step", 0) > self.state.step or any(k.startswith("test/") for k in record):
-                break
-            n += 1
-        return n
-
-    def diverged(self, what: str, when: str | None = None) -> VaeTextError:
-        last = self.run_dir / CHECKPOINT_DIR / "last.pt"
-        kept = (f"checkpoints/last.pt keeps the last good weights (step "
-                f"{load_checkpoint(last)['state']['step']})" if last.exists() else "no checkpoint was written")
-        when = when or f"at step {self.state.step + 1}"
-        return TrainingDiverged(f"training diverged {when}: {what}; {kept}. "
-                                f"Lower optim.lr or set optim.clip_norm")
 
     # --- one step -------------------------------------------------------------------------------
 
@@ -227,12 +189,8 @@ class Trainer:
         loss.backward()
         for remedy in self.remedies:
             remedy.after_backward(self)
-        clip = self.s.optim.clip_norm
-        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                    math.inf if clip is None else clip))
-        if not math.isfinite(stats["loss"]) or not math.isfinite(norm):
-            what = "loss" if not math.isfinite(stats["loss"]) else "gradient norm"
-            raise self.diverged(f"the {what} is {stats['loss'] if what == 'loss' else norm}")
+        norm = clip_gradients(self.model, self.s.optim.clip_norm)  # before the step: NaN stops here
+        stop_if_diverged(stats["loss"], norm, self.run_dir, self.state.step + 1)
         self.optimizer.step()
         self.state.step += 1
         self.state.batch_in_epoch += 1
@@ -257,8 +215,6 @@ class Trainer:
         for remedy in self.remedies:
             remedy.after_validation(self, metrics, epoch_end)
         score = metrics[monitor]
-        if not math.isfinite(score):
-            raise self.diverged(f"validation {monitor} is {score}", f"by step {self.state.step}")
         improved = score < self.state.best
         if improved:
             self.state.best = score
@@ -299,7 +255,6 @@ class Trainer:
     # --- the loop -------------------------------------------------------------------------------
 
     def fit(self, logger: MetricsLogger) -> None:
-        self.logger = logger  # its line count goes into checkpoints (an exact resume of metrics.jsonl)
         t, split = self.s.train, self.corpus["train"]
         self.stopped = self.already_stopped() or "epochs"  # why training ended, for results.json
         done = self.stopped != "epochs"
@@ -310,9 +265,8 @@ class Trainer:
                        disable=not (t.progress and self.dist.main),
                        desc=f"epoch {self.state.epoch + 1}/{self.epoch_cap()}", dynamic_ncols=True,
                        leave=False)
-            # a run resumed mid-epoch goes on with the window its checkpoint held
-            window = self.window if self.state.batch_in_epoch else TrainWindow()
-            self.window, started = window, time.perf_counter()
+            self.window = window = self.window if self.state.batch_in_epoch else TrainWindow()  # resumed
+            started = time.perf_counter()
             for batch in iterate(split, plan, start=self.state.batch_in_epoch):
                 window.add(self.train_step(batch))
                 bar.update(1)
@@ -379,7 +333,6 @@ class Trainer:
         return True
 
     def test(self, logger: MetricsLogger) -> dict:
-        self.logger = logger
         self.load_best()
         metrics = evaluate(self.model, self.corpus["test"], self.corpus.tokenizer, self.s.eval,
                            dist=self.dist)
