@@ -24,6 +24,9 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
+    from vae_text.divergence import check_weights
+
+    check_weights(path, blob)  # never replace the last good checkpoint with broken weights
     atomic_write(path, lambda f: torch.save(blob, f))
 
 
@@ -56,10 +59,12 @@ def load_checkpoint(path: str | Path, name: str = "best.pt",
     return blob
 
 
-def read_resume(path: str | Path, model: ModelConfig) -> dict[str, Any]:
-    """The last.pt a run continues from, checked against the model config of now."""
+def read_resume(path: str | Path, model: ModelConfig, optim=None) -> dict[str, Any]:
+    """The last.pt a run continues from, checked against the model (and optim) config of now."""
     blob = load_checkpoint(path, name="last.pt")
     check_resumable(blob, model, f"train.resume={path}")
+    if optim is not None:
+        check_same_optim(blob, optim, f"train.resume={path}")
     return blob
 
 
@@ -80,6 +85,10 @@ def training_blob(trainer, full: bool) -> dict[str, Any]:
         blob["optimizer"] = trainer.optimizer.state_dict()
         blob["plateau"] = trainer.plateau.state_dict() if trainer.plateau is not None else None
         blob["rng"] = rng_state()
+        if getattr(trainer, "window", None) is not None:  # the train/ means a resumed run goes on with
+            blob["window"] = vars(trainer.window).copy()
+    if getattr(trainer, "logger", None) is not None:
+        blob["metrics_lines"] = trainer.logger.lines  # metrics.jsonl as it stood (resume truncates to it)
     return blob
 
 
@@ -94,6 +103,10 @@ def restore(trainer, blob: dict[str, Any]) -> None:
     for remedy in trainer.remedies:
         remedy.load_state_dict(remedies[remedy.name])
     set_rng_state(blob["rng"])
+    from vae_text.logger import TrainWindow
+
+    trainer.window, trainer.resume_blob = TrainWindow(), blob
+    vars(trainer.window).update(blob.get("window", {}))
 
 
 def _upgrade(blob: dict[str, Any]) -> tuple[dict, dict]:
@@ -121,6 +134,23 @@ def check_resumable(blob: dict[str, Any], model: ModelConfig, where: str) -> Non
     if diff:
         raise CheckpointError(f"{where}: model.{diff[0]} is {saved.get(diff[0])!r} in the "
                               f"checkpoint but {now[diff[0]]!r} now; resume with the same model config")
+
+
+OPTIMIZER_KEYS = ("name", "lr", "betas", "momentum", "weight_decay")  # held in the optimizer's state
+
+
+def check_same_optim(blob: dict[str, Any], optim, where: str) -> None:
+    """A resumed run goes on with the optimizer state of its checkpoint (its lr, betas, ...): an
+    override of those keys would be recorded in config.yaml but not used, so it is refused."""
+    saved = {**asdict(type(optim)()), **blob["config"].get("optim", {})}
+    now = asdict(optim)
+    for key in OPTIMIZER_KEYS:
+        was, new = saved.get(key), now[key]
+        if (list(was) if isinstance(was, (list, tuple)) else was) != \
+                (list(new) if isinstance(new, tuple) else new):
+            raise CheckpointError(f"{where}: optim.{key} is {was!r} in the checkpoint but {new!r} "
+                                  f"now; a resumed run goes on with its optimizer's state: resume "
+                                  f"with the same optim.{key}, or start a new run")
 
 
 def rng_state() -> dict[str, Any]:

@@ -19,3 +19,7 @@ class DataError(VaeTextError):
 
 class CheckpointError(VaeTextError):
     """A missing, corrupt or mismatched checkpoint."""
+
+
+class OutputError(VaeTextError):
+    """An output that cannot be written: no space left, no permission, a file where a folder goes."""

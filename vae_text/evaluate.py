@@ -23,7 +23,7 @@ from vae_text.config import DataConfig, EvaluateConfig, hydra_entry, section
 from vae_text.data import encode_split
 from vae_text.metrics import evaluate
 from vae_text.text import read_split
-from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
+from vae_text.utils import CONFIG_PATH, check_writable, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -51,6 +51,9 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
     if not isinstance(cfg, EvaluateConfig):
         cfg = section(EvaluateConfig, cfg, "")  # an EvaluateConfig is the suite's EvalConfig too
     path = resolve_checkpoint(cfg.checkpoint)
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    out = Path(cfg.output) if cfg.output else run_dir / f"eval_{cfg.split}.json"
+    check_writable(out.parent)  # before the work, not after it
     model, tokenizer, train_cfg = load_model(path, pick_device(str(cfg.device)))
     data = DataConfig.from_saved(train_cfg["data"])
     if cfg.data_dir:
@@ -65,8 +68,6 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
     metrics.update(checkpoint=str(path), split=cfg.split, data=where,
                    peak_rss_mb=round(peak_kib / 1024), threads=torch.get_num_threads())
 
-    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-    out = Path(cfg.output) if cfg.output else run_dir / f"eval_{cfg.split}.json"
     write_json(out, metrics)
     print(format_table(metrics, f"{path} · {cfg.split}"))
     print(f"wrote {out}")

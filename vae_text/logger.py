@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_text.config import LoggerConfig
+from vae_text.utils import _finite, atomic_write
 
 log = logging.getLogger("vae_text")
 
@@ -35,8 +36,17 @@ def named_after_job(cfg: LoggerConfig) -> LoggerConfig:
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict[str, Any]):
+    """`keep_lines`: a resumed run keeps that many lines of the file (those its checkpoint had
+    seen written) and writes the rest again; None starts the file afresh."""
+
+    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict[str, Any],
+                 keep_lines: int | None = None):
         self.path = run_dir / "metrics.jsonl"
+        kept = []
+        if keep_lines and self.path.exists():
+            kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep_lines]
+        atomic_write(self.path, "".join(kept))
+        self.lines = len(kept)
         self.file = self.path.open("a", encoding="utf-8")
         self.wandb_run = None
         if cfg.name == "wandb":
@@ -52,8 +62,9 @@ class MetricsLogger:
     def log(self, metrics: dict[str, Any], step: int, epoch: int | None = None,
             echo: bool = True) -> None:
         record = {"step": step, **({"epoch": epoch} if epoch is not None else {}), **metrics}
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(json.dumps(_finite(record)) + "\n")  # NaN and infinity: null (valid JSON)
         self.file.flush()
+        self.lines += 1
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                step=step)
@@ -73,8 +84,27 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def kept_lines(path: Path, blob: dict | None, step: int) -> int:
+    """How many lines of a run's metrics.jsonl the checkpoint it resumes from had seen written:
+    the lines a killed run wrote after it go, as the resumed run writes them again."""
+    if blob is not None and "metrics_lines" in blob:
+        return blob["metrics_lines"]
+    n = 0  # a checkpoint of an older vae_text: the lines up to its step, before any test line
+    for line in (path.read_text(encoding="utf-8").splitlines() if path.exists() else []):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if record.get("step", 0) > step or any(k.startswith("test/") for k in record):
+            break
+        n += 1
+    return n
+
+
 class SilentLogger:
     """What ranks other than 0 log to in a distributed run: nothing (rank 0 logs the run)."""
+
+    lines = 0
 
     def log(self, metrics: dict[str, Any], step: int, epoch: int | None = None, echo: bool = True) -> None:
         pass

@@ -123,6 +123,11 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> tuple[int, list[float]]
 
 
 @torch.no_grad()
+def _exp(x: float) -> float:
+    """exp, with infinity (written as null in JSON) where a diverged model's NLL overflows it."""
+    return math.inf if x >= 709.0 else math.exp(x)
+
+
 def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
              cfg: EvalConfig | None = None, full: bool = True, dist: Dist | None = None) -> dict:
     """All metrics of docs/protocol.md over a whole split.
@@ -188,10 +193,10 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
         "rec": float(rec_sum / n),
         "kl": float(kl_sum / n),
         "neg_elbo": float((rec_sum + kl_sum) / n),
-        "ppl_elbo": math.exp(float((rec_sum + kl_sum) / tokens)),
+        "ppl_elbo": _exp(float((rec_sum + kl_sum) / tokens)),
     }
     if not model.has_latent:  # no latent: the decoder's NLL is the exact log-likelihood
-        out.update(nll=out["rec"], ppl=math.exp(float(rec_sum / tokens)), nll_estimator="exact")
+        out.update(nll=out["rec"], ppl=_exp(float(rec_sum / tokens)), nll_estimator="exact")
     else:
         q_all = type(posteriors[0]).cat(posteriors)
         au, variances = active_units(q_all.mean, cfg.au_threshold)
@@ -201,7 +206,7 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
                    mi_estimator=MI_ESTIMATOR, au=au, au_threshold=cfg.au_threshold,
                    au_variances=variances)
         if do_iw:
-            out.update(nll_iw=float(iw_sum / n), ppl_iw=math.exp(float(iw_sum / tokens)),
+            out.update(nll_iw=float(iw_sum / n), ppl_iw=_exp(float(iw_sum / tokens)),
                        iw_samples=cfg.iw_samples)
         if do_recon:
             import sacrebleu

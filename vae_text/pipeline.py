@@ -82,8 +82,14 @@ class TextVAEPipeline:
         except (json.JSONDecodeError, SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"{folder}: unreadable export ({str(err)[:120]}); "
                                   f"export the model again") from None
-        if config.get("format") != EXPORT_FORMAT:
+        if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
             raise CheckpointError(f"{folder}/config.json: not a {EXPORT_FORMAT} folder")
+        if not isinstance(config.get("model"), dict):
+            raise CheckpointError(f"{folder}/config.json: no `model` section (the model config); "
+                                  f"export the model again")
+        if not isinstance(itos, list) or not all(isinstance(w, str) for w in itos):
+            raise CheckpointError(f"{folder}/vocab.json: not a list of tokens (id -> token); "
+                                  f"export the model again")
         tokenizer = _export_tokenizer(folder, itos)
         model_cfg = {k: v for k, v in config["model"].items()}
         model = build_model(section(ModelConfig, model_cfg, "model"), tokenizer)

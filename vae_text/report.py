@@ -74,11 +74,29 @@ def row_of(run: Path, root: Path) -> dict:
         row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
                    status=f"done ({stopped})" if stopped else "done")
     else:
-        metrics = run / "metrics.jsonl"
-        lines = metrics.read_text().splitlines() if metrics.is_file() else []
-        last = json.loads(lines[-1]) if lines else {}
+        records = read_metrics(run / "metrics.jsonl")
+        last = records[-1] if records else {}
         row["status"] = f"not finished (last step {last.get('step', 0)})"
     return row
+
+
+_torn_said: set[Path] = set()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a torn last line (a run killed while writing it) is
+    skipped, and said so once."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if path not in _torn_said:
+                _torn_said.add(path)
+                where = "its torn last line" if i == len(lines) - 1 else f"its unreadable line {i + 1}"
+                print(f"note: {path}: skipped {where} (a run killed while writing it)", file=sys.stderr)
+    return records
 
 
 def markdown(rows: list[dict]) -> str:
@@ -100,9 +118,7 @@ def markdown(rows: list[dict]) -> str:
 def history(run: Path, keys=("train/rec", "train/kl", "train/beta")) -> dict[str, list]:
     """Steps and values of the train metrics of a run, read from its metrics.jsonl."""
     out = {k: ([], []) for k in keys}
-    path = run / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        record = json.loads(line)
+    for record in read_metrics(run / "metrics.jsonl"):
         for k in keys:
             if k in record:
                 out[k][0].append(record["step"])

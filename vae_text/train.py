@@ -19,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from vae_text.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 from vae_text.config import TrainRunConfig, hydra_entry
 from vae_text.distributed import Dist, setup, teardown
-from vae_text.errors import ConfigError
-from vae_text.logger import MetricsLogger, SilentLogger, named_after_job
+from vae_text.errors import VaeTextError
+from vae_text.logger import MetricsLogger, SilentLogger, kept_lines, named_after_job
+from vae_text.rundir import check_reuse, claim, release
 from vae_text.trainer import Trainer
-from vae_text.utils import CONFIG_PATH, cli, pick_device, write_json
+from vae_text.utils import CONFIG_PATH, atomic_write, cli, pick_device, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -62,14 +63,26 @@ def _remove_stray_dir(path: Path) -> None:
 
 def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, device: torch.device) -> dict:
     last = run_dir / CHECKPOINT_DIR / "last.pt"
+    if not d.main:  # rank 0 locks the folder and checks it (vae_text.rundir)
+        check_reuse(run_dir, settings.train.resume)
+    owned = claim(run_dir, settings.train.resume) if d.main else False
+    try:
+        return _train_locked(cfg, settings, run_dir, d, device, last)
+    except VaeTextError:
+        if owned:  # a start-up error leaves no folder behind
+            release(run_dir, discard=True)
+            owned = False
+        raise
+    finally:
+        if owned:
+            release(run_dir)
+
+
+def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist,
+                  device: torch.device, last: Path) -> dict:
     resuming_here = (settings.train.resume is not None and last.exists()
                      and resolve_checkpoint(settings.train.resume, "last.pt").resolve() == last.resolve())
-    if last.exists() and not resuming_here:  # never overwrite another run's work
-        raise ConfigError(f"{run_dir} already holds a run (checkpoints/last.pt): choose another "
-                          f"hydra.run.dir, or continue it with train.resume={run_dir}")
     d.barrier()  # every rank has checked before rank 0 writes anything
-    if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     if settings.train.num_threads:
         torch.set_num_threads(settings.train.num_threads)
 
@@ -81,8 +94,12 @@ def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, de
     if not d.main:
         logger = SilentLogger()
     else:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        logger = MetricsLogger(run_dir, named_after_job(settings.logger), OmegaConf.to_container(cfg, resolve=True))
+        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        keep = kept_lines(run_dir / "metrics.jsonl", getattr(trainer, "resume_blob", None),
+                          trainer.state.step) if resuming_here else None
+        logger = MetricsLogger(run_dir, named_after_job(settings.logger),
+                               OmegaConf.to_container(cfg, resolve=True), keep_lines=keep)
+        trainer.logger = logger  # its line count goes into checkpoints: metrics.jsonl resumes exactly
     failed = True
     try:
         trainer.fit(logger)
@@ -113,7 +130,13 @@ def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, de
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @cli
 def main(cfg: DictConfig) -> float:
-    results = train(cfg)
+    try:
+        results = train(cfg)
+    except VaeTextError as err:
+        from hydra.core.hydra_config import HydraConfig
+
+        release(HydraConfig.get().runtime.output_dir, discard=True)  # the lock RunDirGuard took
+        raise err  # `cli` prints it as one line, exit status 2
     return results[f"best_val_{cfg.train.monitor}"]  # what a sweeper minimises
 
 

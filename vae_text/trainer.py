@@ -31,6 +31,7 @@ from vae_text.checkpoint import (
 )
 from vae_text.data import Corpus, load_corpus
 from vae_text.distributed import Dist
+from vae_text.divergence import clip_gradients, stop_if_diverged
 from vae_text.errors import CheckpointError
 from vae_text.logger import MetricsLogger, TrainWindow
 from vae_text.metrics import evaluate
@@ -66,7 +67,7 @@ class Trainer:
         self.cfg, self.s, self.run_dir = cfg, settings, run_dir
         self.dist = dist or Dist()
         self.device = device or pick_device(settings.device)
-        resume = read_resume(settings.train.resume, settings.model) if settings.train.resume else None
+        resume = read_resume(settings.train.resume, settings.model, settings.optim) if settings.train.resume else None
         self.corpus: Corpus = load_corpus(settings.data, settings.tokenizer)
         if resume is not None and resume["vocab"] != self.corpus.tokenizer.itos:
             raise CheckpointError(f"train.resume={settings.train.resume}: the checkpoint's vocabulary "
@@ -188,8 +189,8 @@ class Trainer:
         loss.backward()
         for remedy in self.remedies:
             remedy.after_backward(self)
-        if self.s.optim.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.optim.clip_norm)
+        norm = clip_gradients(self.model, self.s.optim.clip_norm)  # before the step: NaN stops here
+        stop_if_diverged(stats["loss"], norm, self.run_dir, self.state.step + 1)
         self.optimizer.step()
         self.state.step += 1
         self.state.batch_in_epoch += 1
@@ -270,7 +271,8 @@ class Trainer:
                        disable=not (t.progress and self.dist.main),
                        desc=f"epoch {self.state.epoch + 1}/{self.epoch_cap()}", dynamic_ncols=True,
                        leave=False)
-            window, started = TrainWindow(), time.perf_counter()
+            self.window = window = self.window if self.state.batch_in_epoch else TrainWindow()  # resumed
+            started = time.perf_counter()
             for batch in iterate(split, plan, start=self.state.batch_in_epoch):
                 window.add(self.train_step(batch))
                 bar.update(1)

@@ -8,6 +8,8 @@ still running, a resumed run) never sees half a JSON file or half a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import importlib.util
 import json
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from vae_text.errors import ConfigError, VaeTextError
+from vae_text.errors import ConfigError, OutputError, VaeTextError
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +45,7 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
     """Write text (UTF-8), bytes, or whatever `data(file)` writes to a binary file, atomically.
 
     The parent folders are made. On any error the temp file is removed and `path` keeps its old
-    content (or stays absent); the error propagates.
+    content (or stays absent); a failed write is an `OutputError` naming the path and the cause.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,9 +61,51 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch.save's "iostream error" on a full disk
+        raise write_error(path, err) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def write_error(path: Path | str, err: BaseException) -> OutputError:
+    """One line for a failed write: the path and the cause (no space left, permission, ...)."""
+    if isinstance(err, OSError) and err.errno is not None:
+        cause = os.strerror(err.errno).lower()
+        if err.errno == errno.ENOTDIR:
+            cause = "a part of the path is a file, not a folder"
+    else:  # torch.save's C++ writer hides the OS error ("iostream error", "unexpected pos"):
+        # write 1 MiB beside the file to learn it (no space left, file size limit, ...)
+        cause = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        probe = Path(path).with_name(f".write_probe{os.getpid()}")
+        try:
+            with probe.open("wb") as f:
+                f.write(bytes(1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as os_err:
+            cause = os.strerror(os_err.errno).lower() if os_err.errno else cause
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
+    return OutputError(f"{path}: cannot write it ({cause})")
+
+
+def check_writable(folder: Path | str) -> None:
+    """Make `folder` (and its parents) and create a file in it, before any work is done."""
+    folder = Path(folder)
+    probe = folder / f".write_probe{os.getpid()}"
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory")
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as err:
+        raise write_error(folder, err) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
 
 
 def _finite(x: Any) -> Any:

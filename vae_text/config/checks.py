@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ def section(cls: type[T], node: DictConfig | dict | None, prefix: str) -> T:
         where = f"{prefix}.{unknown[0]} is not a known key" if prefix else \
             f"{unknown[0]} is not a known top-level key"
         raise ConfigError(f"{where}: valid keys are {sorted(names)}")
+    _finite_numbers(data, prefix)
     hints = typing.get_type_hints(cls)
     data = dict(data)
     for key, value in data.items():
@@ -38,6 +40,17 @@ def section(cls: type[T], node: DictConfig | dict | None, prefix: str) -> T:
         elif isinstance(value, list) and typing.get_origin(hints[key]) is tuple:
             data[key] = tuple(value)
     return cls(**data)
+
+
+def _finite_numbers(value: Any, key: str) -> None:
+    """No config value is NaN or infinite (OmegaConf takes both as floats; every limit a key sets
+    has null, not infinity, for "none")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} is invalid: it must be a finite number")
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for k, v in items:
+        _finite_numbers(v, f"{key}.{k}" if key else str(k))
 
 
 def _options(cls: type) -> set[str]:

@@ -162,6 +162,10 @@ class ObjectiveConfig:
                 f"{name!r} schedule: it takes {sorted(accepted)}"
             )
         self.schedule = ScheduleConfig(name=name, **{k: v for k, v in params.items() if k in accepted})
+        for key, value in self.schedule.items():  # every schedule parameter is a number
+            if key != "name" and (isinstance(value, bool) or not isinstance(value, (int, float))) \
+                    and not (value is None and accepted[key] is None):
+                raise ConfigError(f"objective.schedule.{key}={value!r} is invalid: it must be a number")
         try:
             fn(0, **self.schedule.params)
         except (ValueError, TypeError) as err:

@@ -36,6 +36,9 @@ class OptimConfig:
         _choice("optim.name", self.name, tuple(OPTIMIZERS))
         if not self.lr > 0:
             raise ConfigError(f"optim.lr={self.lr!r} is invalid: it must be > 0")
+        for key in ("weight_decay", "min_lr"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"optim.{key}={getattr(self, key)!r} is invalid: it must be >= 0")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"optim.momentum={self.momentum!r} is invalid: in [0, 1)")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -161,10 +164,12 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         if self.decoding not in STRATEGIES:
             raise ConfigError(f"decoding strategy {self.decoding!r} is unknown: choose one of {list(STRATEGIES)}")
-        if self.max_len < 1 or self.beam_size < 1 or self.top_k < 1:
-            raise ConfigError("max_len, beam_size and top_k must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
+        for key in ("max_len", "beam_size", "top_k"):
+            _positive_int(key, getattr(self, key))
+        if not self.temperature >= 0:
+            raise ConfigError(f"temperature={self.temperature!r} is invalid: it must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p={self.top_p!r} is invalid: it must be in (0, 1]")
 
 
 # --- the three entry points --------------------------------------------------------------------
@@ -246,4 +251,8 @@ class SampleConfig(DecodeConfig):
         super().__post_init__()
         if self.mode not in ("sample", "reconstruct", "interpolate"):
             raise ConfigError(f"mode={self.mode!r} is invalid: sample, reconstruct or interpolate")
+        _positive_int("n", self.n)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 2:
+            raise ConfigError(f"steps={self.steps!r} is invalid: an integer >= 2 (both ends included)")
+        _choice("interpolation", self.interpolation, ("linear", "slerp"))
         _device(self.device)
