@@ -22,7 +22,8 @@ LAYERS = [
     {"latent", "encoders", "decoders"},  # the parts of a model
     {"model"},  # the parts assembled
     {"objective", "generate", "metrics"},  # what is computed from a model
-    {"remedies", "optim", "checkpoint", "logger"},  # what the loop is made of
+    {"divergence"},  # what stops a diverging run (checkpoint and trainer use it)
+    {"remedies", "optim", "checkpoint", "logger", "rundir"},  # what the loop is made of
     {"trainer"},  # the loop
     # entry points: may import anything below, not each other except as ENTRY_IMPORTS says
     {"train", "evaluate", "sample", "pipeline", "report", "viz", "__main__"},

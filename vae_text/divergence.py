@@ -42,9 +42,9 @@ def check_weights(path: Path, blob: dict) -> None:
 
 def diverged(last: Path, what: str, when: str) -> TrainingDiverged:
     """The error, saying which checkpoint a user can go back to (`last`: the run's last.pt)."""
-    from vae_text.checkpoint import load_checkpoint
-
-    kept = (f"checkpoints/last.pt keeps the last good weights (step "
-            f"{load_checkpoint(last)['state']['step']})" if last.exists() else "no checkpoint was written")
+    kept = "no checkpoint was written"
+    if last.exists():  # read with mmap: only the loop state is needed, not the weights
+        step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["state"]["step"]
+        kept = f"checkpoints/last.pt keeps the last good weights (step {step})"
     return TrainingDiverged(f"training diverged {when}: {what}; {kept}. "
                             f"Lower optim.lr or set optim.clip_norm")
