@@ -87,9 +87,9 @@ def test_sigkill_mid_step_during_a_checkpoint_write_and_in_the_test_then_resume_
     killed_at = len(metrics.read_text().splitlines())
     # 2. during a checkpoint write: its temporary file exists, last.pt is the previous one
     p = start("vae_text.train", resume)
-    tmp = ckpt / f".last.pt.tmp{p.pid}"
-    kill_when(p, tmp.exists)
-    assert tmp.exists()  # the kill left it; the next start removes it
+    writing = lambda: list(ckpt.glob(f".last.pt.{p.pid}.*.tmp"))  # noqa: E731 (utils.atomic_write's name)
+    kill_when(p, lambda: bool(writing()))
+    assert writing()  # the kill left it; the next start removes it
     # 3. during the test evaluation: the last validation is logged, results.json is not written
     p = start("vae_text.train", resume)
     kill_when(p, lambda: metrics.exists() and any(
