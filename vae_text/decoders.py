@@ -120,3 +120,5 @@ class LSTMDecoder(Decoder):
 
 
 DECODERS: dict[str, type[Decoder]] = {"lstm": LSTMDecoder}
+
+import vae_text.transformer_decoder  # noqa: E402, F401  registers "transformer" (it builds on Decoder)

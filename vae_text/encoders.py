@@ -50,3 +50,5 @@ class LSTMEncoder(Encoder):
 
 
 ENCODERS: dict[str, type[Encoder]] = {"lstm": LSTMEncoder}
+
+import vae_text.transformer_encoder  # noqa: E402, F401  registers "transformer" (it builds on Encoder)
