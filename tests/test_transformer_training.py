@@ -57,8 +57,8 @@ def test_an_ignored_latent_collapses_and_a_used_one_beats_the_language_model():
     rec_lm, _ = fit("lm", vocab, batch)
     rec_used, kl_used = fit("vae", vocab, batch, free_nats=6.0)  # beta = 1, 1 free nat a dimension
     assert kl_ignored < 1e-3  # nothing to gain from z: the KL term alone drives q(z|x) to p(z)
-    assert rec_ignored > rec_lm - 0.5  # and the decoder is no better than the LM
-    assert 4.0 < kl_used and rec_used < rec_lm - 1.0  # z carries nats the LM has to pay for
+    # z carries nats that the LM, and the decoder that ignores z, have to pay for
+    assert 4.0 < kl_used and rec_used < min(rec_lm, rec_ignored) - 1.0
 
 
 def test_reinitialising_the_decoder_redraws_every_weight():

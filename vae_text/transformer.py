@@ -80,7 +80,10 @@ class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(width, 3 * width)
+        # No bias: a key bias shifts all of a query's scores alike (softmax ignores it) and a value
+        # bias passes through the weights (they sum to 1) into the output's bias, so their true
+        # gradients are 0, and Adam would turn rounding noise into full-size steps on them.
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.out = nn.Linear(width, width)
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
