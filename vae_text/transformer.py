@@ -82,7 +82,8 @@ class SelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         # No bias: a key bias shifts all of a query's scores alike (softmax ignores it) and a value
         # bias passes through the weights (they sum to 1) into the output's bias, so their true
-        # gradients are 0, and Adam would turn rounding noise into full-size steps on them.
+        # gradients are 0, and Adam would turn rounding noise into full-size steps on them (the
+        # query bias goes with them, as in PaLM and LLaMA: one fused projection).
         self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.out = nn.Linear(width, width)
 
