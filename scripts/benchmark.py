@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py                      # the ptb experiment's model, batch 32
     python scripts/benchmark.py +experiment=ptb_large train.batch_size=64 --steps 300
+    python scripts/benchmark.py +experiment=ptb_transformer    # any experiment, any decoder
 
 Composes the real Hydra config (any overrides), builds the model and optimizer exactly as
 `vae_text.train` does, runs `--warmup` untimed steps then `--steps` timed training steps on
@@ -12,6 +13,7 @@ and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import sys
@@ -63,6 +65,8 @@ def main() -> None:
     print(f"overrides: {' '.join(args.overrides)}")
     print(f"machine: {platform.machine()} {platform.processor() or ''} | device {trainer.device} | "
           f"torch {torch.__version__} | threads {torch.get_num_threads()}")
+    # other processes slow the figures down: say how busy the machine was (1-minute average)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"batch {settings.train.batch_size} | {args.steps} steps | {tokens} tokens | {seconds:.2f} s")
     print(f"train tokens/s: {tokens / seconds:,.0f}")
     print(f"sentences/s:    {args.steps * settings.train.batch_size / seconds:,.1f}")

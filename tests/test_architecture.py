@@ -19,6 +19,7 @@ LAYERS = [
     # ours) sits here because evaluation shards its work across ranks.
     {"__init__", "errors", "utils", "config", "distributed"},
     {"tokenizer", "text", "data", "batches"},  # text -> ids -> batches
+    {"transformer"},  # building blocks the parts share (attention with a key/value cache)
     {"latent", "encoders", "decoders"},  # the parts of a model
     {"model"},  # the parts assembled
     {"objective", "generate", "metrics"},  # what is computed from a model

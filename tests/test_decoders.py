@@ -97,7 +97,7 @@ def test_beam_of_one_is_greedy_through_the_protocol(kw):
                   batch_size=size) == greedy
 
 
-@pytest.mark.parametrize("kw,key", [(dict(decoder="transformer"), "model.decoder"),
+@pytest.mark.parametrize("kw,key", [(dict(decoder="mamba"), "model.decoder"),
                                     (dict(encoder="gru"), "model.encoder"),
                                     (dict(decoder_args={"heads": 4}), "model.decoder_args.heads"),
                                     (dict(encoder_args={"pool": "mean"}), "model.encoder_args.pool")])

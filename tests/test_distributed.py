@@ -73,6 +73,21 @@ def test_two_gloo_processes_train_like_one_and_resume_with_another_count(corpus_
     assert_same_weights(load_checkpoint(one, "last.pt"), load_checkpoint(half, "last.pt"))
 
 
+def test_transformer_parts_train_like_one_process_on_two(corpus_dir, tmp_path):
+    """The same check for the Transformer decoder and encoder (z as memory and embedding, tied
+    readout): DDP needs nothing of a decoder but its parameters."""
+    parts = ("model/decoder=transformer", "model/encoder=transformer", "model.decoder_args.tie_embeddings=true",
+             "train.epochs=2")
+    runs = {n: tmp_path / f"p{n}" for n in (1, 2)}
+    for n, run in runs.items():
+        proc = torchrun(n, run, corpus_dir, *parts)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    curve_one, curve_two = train_curve(runs[1]), train_curve(runs[2])
+    assert len(curve_one) == 12 and curve_two == pytest.approx(curve_one, rel=1e-5)
+    assert curve_one[-1] < curve_one[0]
+    assert_same_weights(load_checkpoint(runs[1], "last.pt"), load_checkpoint(runs[2], "last.pt"))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
