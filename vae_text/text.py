@@ -95,6 +95,10 @@ def file_bytes(path: Path) -> bytes:
 
 def fetch_from_hub(cfg: DataConfig, directory: Path) -> None:
     """Write the corpus's split files into `directory` from the Hugging Face hub."""
+    if cfg.prepare is not None:  # a benchmark cut from its source dataset (vae_text.presets)
+        from vae_text.presets import prepare
+
+        return prepare(cfg, directory)
     hub = cfg.hub
     fix = (f"put {', '.join(cfg.files[s] for s in SPLITS)} in {directory} "
            f"(or set data.dir=<folder with them>), or go online so `datasets` can fetch {hub.id}")
@@ -192,6 +196,8 @@ def read_labels(cfg: DataConfig, split: str) -> list[str] | None:
         return [str(label) for text, label in rows if isinstance(text, str) and text.split()]
     if cfg.label_files is None:
         return None
+    if cfg.hub is not None and not Path(cfg.dir).is_dir():
+        fetch_from_hub(cfg, Path(cfg.dir))
     text_path, path = Path(cfg.dir) / cfg.files[split], Path(cfg.dir) / cfg.label_files[split]
     lines = file_bytes(text_path).decode("utf-8").splitlines()
     labels = file_bytes(path).decode("utf-8").splitlines()
