@@ -189,3 +189,40 @@ def test_batch_order_does_not_change_forward_ppl(runs):
     a = forward_ppl(lm, vocab, samples)["forward_ppl"]
     b = forward_ppl(lm, vocab, samples[::-1])["forward_ppl"]
     assert a == pytest.approx(b, rel=1e-9)
+
+
+def test_report_shows_the_generation_columns_and_the_quality_diversity_plot(corpus_dir, tmp_path):
+    from vae_text.config import DataConfig
+    from vae_text.generation import generation_suite
+    from vae_text.report import main, plot_quality_diversity, row_of
+
+    sweep = tmp_path / "sweep"
+    lm = tmp_path / "lm"
+    train(compose_cfg(tiny_overrides(corpus_dir, "model=lm", "train.max_steps=6")), lm)
+    cfg = GenerationConfig(samples=12, reverse_epochs=1, reference_lm=str(lm), probe_steps=20,
+                           interpolation_pairs=2, neighbours=0)
+    for beta in (0.3, 1.0):
+        run = sweep / f"objective.kl_weight={beta}"
+        train(compose_cfg(tiny_overrides(corpus_dir, f"objective.kl_weight={beta}",
+                                         "train.max_steps=4", "eval.iw_samples=2")), run)
+        model, vocab, _ = load_model(run)
+        evaluation = json.loads((run / "eval_test.json").read_text())
+        data = DataConfig(dir=str(corpus_dir), hub=None)
+        evaluation["generation"] = generation_suite(model, vocab, data, "test", cfg)
+        (run / "eval_test.json").write_text(json.dumps(evaluation))
+    assert main([str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    header = next(line for line in (tmp_path / "rep.md").read_text().splitlines()
+                  if line.startswith("| run |"))
+    assert "| fwd PPL | rev PPL | dist-2 |" in header and "| len probe | interp Δ |" in header
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "rep.csv").open()))
+    for r in rows:
+        gen = json.loads((sweep / r["run"] / "eval_test.json").read_text())["generation"]
+        for key in ("forward_ppl", "reverse_ppl", "distinct_2", "self_bleu", "probe_accuracy"):
+            assert float(r[key]) == gen[key], key
+    assert (tmp_path / "rep_quality_diversity.png").read_bytes()[:4] == b"\x89PNG"
+    done = [row_of(sweep / r["run"], sweep) for r in rows]
+    assert plot_quality_diversity(done, tmp_path / "q.png") == ["β=0.3", "β=1"]
+    assert plot_quality_diversity([{**d, "forward_ppl": None} for d in done], tmp_path / "n.png") == []
+    assert not (tmp_path / "n.png").exists()
