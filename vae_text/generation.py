@@ -171,7 +171,7 @@ def sample_metrics(model: TextVAE, tokenizer: Tokenizer, train: Sentences, test:
                reverse_epochs=cfg.reverse_epochs)
     for n in (1, 2, 3):
         out[f"distinct_{n}"] = distinct_n(samples, n)
-    out["self_bleu"] = self_bleu(samples[: cfg.self_bleu_samples])
+    out["self_bleu"] = self_bleu(samples[: cfg.self_bleu_samples]) if len(samples) > 1 else None
     out["copy_rate"] = copy_rate(samples, train)
     out.update(length_stats(samples, test))
     return out, samples

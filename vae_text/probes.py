@@ -136,8 +136,11 @@ def latent_metrics(model: TextVAE, tokenizer: Tokenizer, train: Sequence[Sequenc
                    test: Sequence[Sequence[str]], cfg: GenerationConfig,
                    labels: tuple[Sequence[str], Sequence[str]] | None = None) -> dict:
     """Probe accuracies (length bucket, and the label when given), interpolation smoothness and
-    nearest training neighbours of a few test sentences. `train` is cut to cfg.probe_sentences."""
-    train = train[: cfg.probe_sentences]
+    nearest training neighbours of a few test sentences. At most cfg.probe_sentences training
+    sentences are used, drawn at random (seeded by cfg.seed) so that none of the corpus's order shows."""
+    keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+    keep = keep[: cfg.probe_sentences].sort().values.tolist()
+    train = [train[i] for i in keep]
     mu_train = posterior_means(model, train, tokenizer)
     mu_test = posterior_means(model, test, tokenizer)
     edges = length_buckets([len(s) for s in train], cfg.length_buckets)
@@ -146,7 +149,7 @@ def latent_metrics(model: TextVAE, tokenizer: Tokenizer, train: Sequence[Sequenc
     out = {"probe_accuracy": length["accuracy"], "probe_chance": length["chance"],
            "probe_classes": length["classes"], "probe_length_edges": edges.tolist()}
     if labels is not None:
-        y_train, y_test = label_ids(labels[0][: len(train)], labels[1])
+        y_train, y_test = label_ids([labels[0][i] for i in keep], labels[1])
         label = probe_accuracy(mu_train, y_train, mu_test, y_test, cfg.probe_steps)
         out.update(probe_label_accuracy=label["accuracy"], probe_label_chance=label["chance"],
                    probe_label_classes=label["classes"])

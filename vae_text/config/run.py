@@ -147,7 +147,7 @@ class GenerationConfig:
     reverse_batch_size: int = 32
     self_bleu_samples: int = 200  # self-BLEU over the first this many samples (each against the rest)
     # latent space
-    probe_sentences: int = 10000  # train sentences encoded for the probes and the neighbours (at most)
+    probe_sentences: int = 10000  # train sentences (at most; a seeded random subset) for the probes and neighbours
     length_buckets: int = 4  # the length probe's classes: quantiles of the train lengths
     probe_steps: int = 300  # full-batch optimisation steps of each logistic regression
     interpolation_pairs: int = 20  # test sentence pairs (consecutive sentences of the test split)
