@@ -176,7 +176,6 @@ def read_split(cfg: DataConfig, split: str) -> tuple[list[list[str]], int, str]:
     return (*read_sentences(path), str(path))
 
 
-
 def read_labels(cfg: DataConfig, split: str) -> list[str] | None:
     """One label per sentence of `read_split(cfg, split)` (same order, empty lines skipped alike),
     or None when the corpus has none: source=hf reads data.label_column, source=files the file
