@@ -164,3 +164,4 @@ def test_notebook_runs_against_a_trained_checkpoint(trained_run, monkeypatch):
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
     assert len(images) == 2 and len(tables) == 3
     assert os.environ["VAE_TEXT_CHECKPOINT"] in "".join(o.get("text", "") for o in outputs)
+    assert "| reverse PPL |" in "".join(o.get("text", "") for o in outputs)  # the generation suite

@@ -68,10 +68,22 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
     metrics.update(checkpoint=str(path), split=cfg.split, data=where,
                    peak_rss_mb=round(peak_kib / 1024), threads=torch.get_num_threads())
 
+    if cfg.generation:
+        metrics["generation"] = generation_part(model, tokenizer, data, cfg)
     write_json(out, metrics)
     print(format_table(metrics, f"{path} · {cfg.split}"))
     print(f"wrote {out}")
     return metrics
+
+
+def generation_part(model, tokenizer, data: DataConfig, cfg: EvaluateConfig) -> dict:
+    """`generation=true`: the generation suite (vae_text.generation), printed and returned."""
+    from vae_text.generation import format_generation, generation_suite
+
+    log.info("generation suite: %d prior samples, reverse PPL, diversity, probes", cfg.gen.samples)
+    gen = generation_suite(model, tokenizer, data, cfg.split, cfg.gen)
+    print(format_generation(gen))
+    return gen
 
 
 @hydra_entry

@@ -8,7 +8,9 @@ suite) and `results.json`. Runs without them are listed as running or failed, no
 Writes `<out>.md` and `<out>.csv` (default: `report.md` / `report.csv` in the first directory),
 and two figures: `<out>_rate_distortion.png` (KL against reconstruction, one point per run, labelled
 with its beta, with beta = 1 ELBO iso-lines) and `<out>_curves.png` (train rec, KL and beta against
-step, one line per run).
+step, one line per run). Runs evaluated with `generation=true` add the generation suite's columns
+and `<out>_quality_diversity.png` (forward against reverse PPL, one point per run, labelled with
+its beta).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ COLUMNS = [  # (key in the row, header, format)
     ("run", "run", "s"), ("overrides", "overrides", "s"), ("rec", "rec", ".2f"),
     ("kl", "KL", ".2f"), ("neg_elbo", "-ELBO", ".2f"), ("nll_iw", "IW-NLL", ".2f"),
     ("ppl_iw", "IW-PPL", ".1f"), ("nll", "NLL (exact)", ".2f"), ("ppl", "PPL (exact)", ".1f"),
-    ("mi", "MI", ".2f"), ("au", "AU", "d"), ("iw_samples", "K", "d"), ("epochs", "epochs", "d"),
+    ("mi", "MI", ".2f"), ("au", "AU", "d"), ("iw_samples", "K", "d"),
+    # the generation suite (evaluate generation=true), when it ran: its "generation" object
+    ("forward_ppl", "fwd PPL", ".1f"), ("reverse_ppl", "rev PPL", ".1f"),
+    ("distinct_2", "dist-2", ".3f"), ("self_bleu", "self-BLEU", ".1f"), ("copy_rate", "copied", ".3f"),
+    ("length_mean", "len", ".1f"), ("probe_accuracy", "len probe", ".3f"),
+    ("interpolation_smoothness", "interp Δ", ".2f"),
+    ("epochs", "epochs", "d"),
     ("train_minutes", "train min", ".1f"), ("status", "status", "s"),
 ]
 STOPPED = {"epochs": "epoch cap", "max_steps": "step cap", "early_stopping": "early stop",
@@ -68,8 +76,9 @@ def row_of(run: Path, root: Path) -> dict:
     results, test = run / "results.json", run / "eval_test.json"
     if results.is_file() and test.is_file():
         res = json.loads(results.read_text())
-        row.update({k: v for k, v in json.loads(test.read_text()).items()
-                    if isinstance(v, (int, float))})
+        evaluation = json.loads(test.read_text())
+        row.update({k: v for k, v in evaluation.items() if isinstance(v, (int, float))})
+        row.update(generation_of(evaluation))
         stopped = STOPPED.get(res.get("stopped"))
         row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
                    status=f"done ({stopped})" if stopped else "done")
@@ -97,6 +106,13 @@ def read_metrics(path: Path) -> list[dict]:
                 where = "its torn last line" if i == len(lines) - 1 else f"its unreadable line {i + 1}"
                 print(f"note: {path}: skipped {where} (a run killed while writing it)", file=sys.stderr)
     return records
+
+
+def generation_of(evaluation: dict) -> dict:
+    """The numbers of the generation object of an evaluation JSON (vae_text.generation)."""
+    gen = evaluation.get("generation") or {}
+    return {k: v for k, v in gen.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in ("samples", "seconds", "seed")}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -175,6 +191,36 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> list[str]:
     return labels
 
 
+def plot_quality_diversity(rows: list[dict], path: Path) -> list[str]:
+    """Forward PPL (fluency) against reverse PPL (coverage) of the finished runs that ran the
+    generation suite with a reference LM, labelled by beta: the quality-diversity trade-off.
+    Returns the labels drawn (none: no figure is written)."""
+    points = [r for r in rows if is_done(r) and r.get("forward_ppl") and r.get("reverse_ppl")]
+    if not points:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    betas = [r["beta"] for r in points]
+    by_beta = None not in betas and len(set(betas)) == len(betas)
+    labels = []
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter([r["forward_ppl"] for r in points], [r["reverse_ppl"] for r in points], zorder=3)
+    for r in sorted(points, key=lambda r: r["beta"] if by_beta else r["run"]):
+        labels.append(f"β={r['beta']:g}" if by_beta else r["run"])
+        ax.annotate(labels[-1], (r["forward_ppl"], r["reverse_ppl"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set(xlabel="forward PPL: samples under a reference LM (fluency; lower is better)",
+           ylabel="reverse PPL: test under an LM of samples (coverage; lower is better)",
+           title="quality and diversity of prior samples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return labels
+
+
 def plot_curves(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -247,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
                "curves": out.parent / f"{out.name}_curves.png"}
     plot_rate_distortion(rows, figures["rate_distortion"])
     plot_curves(rows, figures["curves"])
+    quality = out.parent / f"{out.name}_quality_diversity.png"
+    if plot_quality_diversity(rows, quality):
+        figures["quality_diversity"] = quality
+        print(f"wrote {quality}")
     if args.wandb:
         log_to_wandb(rows, figures, args.dirs[0], args.wandb_project, args.wandb_mode)
     print(table)

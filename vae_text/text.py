@@ -95,6 +95,10 @@ def file_bytes(path: Path) -> bytes:
 
 def fetch_from_hub(cfg: DataConfig, directory: Path) -> None:
     """Write the corpus's split files into `directory` from the Hugging Face hub."""
+    if cfg.prepare is not None:  # a benchmark cut from its source dataset (vae_text.presets)
+        from vae_text.presets import prepare
+
+        return prepare(cfg, directory)
     hub = cfg.hub
     fix = (f"put {', '.join(cfg.files[s] for s in SPLITS)} in {directory} "
            f"(or set data.dir=<folder with them>), or go online so `datasets` can fetch {hub.id}")
@@ -171,3 +175,32 @@ def read_split(cfg: DataConfig, split: str) -> tuple[list[list[str]], int, str]:
     path = Path(cfg.dir) / cfg.files[split]
     return (*read_sentences(path), str(path))
 
+
+def read_labels(cfg: DataConfig, split: str) -> list[str] | None:
+    """One label per sentence of `read_split(cfg, split)` (same order, empty lines skipped alike),
+    or None when the corpus has none: source=hf reads data.label_column, source=files the file
+    data.label_files[split] in data.dir (one label per line, line for line with the text file)."""
+    if cfg.source == "hf":
+        if cfg.label_column is None:
+            return None
+        import datasets
+
+        name = cfg.splits[split]
+        ds = datasets.load_dataset(cfg.name, cfg.config, data_dir=cfg.data_dir, revision=cfg.revision,
+                                   data_files=dict(cfg.data_files) if cfg.data_files else None)[name]
+        if cfg.label_column not in ds.column_names:
+            raise DataError(f"data.label_column={cfg.label_column!r}: {cfg.name} split {name!r} has "
+                            f"no such column (it has {ds.column_names})")
+        rows = zip(ds[cfg.column], ds[cfg.label_column])
+        return [str(label) for text, label in rows if isinstance(text, str) and text.split()]
+    if cfg.label_files is None:
+        return None
+    if cfg.hub is not None and not Path(cfg.dir).is_dir():
+        fetch_from_hub(cfg, Path(cfg.dir))
+    text_path, path = Path(cfg.dir) / cfg.files[split], Path(cfg.dir) / cfg.label_files[split]
+    lines = file_bytes(text_path).decode("utf-8").splitlines()
+    labels = file_bytes(path).decode("utf-8").splitlines()
+    if len(labels) != len(lines):
+        raise DataError(f"{path}: {len(labels)} labels for the {len(lines)} lines of {text_path}; "
+                        f"it must hold one label per line of the text")
+    return [label.strip() for line, label in zip(lines, labels) if line.split()]

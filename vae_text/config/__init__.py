@@ -21,6 +21,7 @@ from vae_text.config.run import (
     DecodeConfig,
     EvalConfig,
     EvaluateConfig,
+    GenerationConfig,
     LoggerConfig,
     OptimConfig,
     RemedyConfig,
@@ -30,7 +31,7 @@ from vae_text.config.run import (
 )
 
 __all__ = ["MAX_LEN", "SPLITS", "STRATEGIES", "DataConfig", "DecodeConfig", "EvalConfig",
-           "EvaluateConfig", "HubConfig", "LoggerConfig", "ModelConfig", "ObjectiveConfig",
+           "EvaluateConfig", "GenerationConfig", "HubConfig", "LoggerConfig", "ModelConfig", "ObjectiveConfig",
            "OptimConfig", "RemedyConfig", "SampleConfig", "ScheduleConfig", "TokenizerConfig",
            "TrainConfig", "TrainRunConfig", "compose_error", "hydra_entry", "register",
            "schedule_defaults", "section"]

@@ -59,6 +59,11 @@ class DataConfig:
     revision: str | None = None  # a branch, tag or commit of the hub repository
     column: str = "text"  # the column holding one sentence per row
     splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})  # ours -> theirs
+    # labels, for the latent probes (vae_text.probes); training never reads them
+    label_column: str | None = None  # source=hf: the column holding each row's label
+    label_files: dict[str, str] | None = None  # source=files: one label per line beside data.files
+    prepare: str | None = None  # a key of vae_text.presets.RECIPES: builds `dir` from data.hub
+    prepare_sizes: list[int] | None = None  # [train, valid, test]: instead of the recipe's sizes
     # what is used
     max_sentences: int | None = None  # use only the first N sentences of each split (smoke runs)
     max_len: int | None = MAX_LEN  # training only: longest sentence in tokens (null: no cap)
@@ -85,6 +90,16 @@ class DataConfig:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value <= 1):
                 raise ConfigError(f"data.{key}={value!r} is invalid: an integer > 1 or null")
+        if self.label_files is not None and set(self.label_files) != set(SPLITS):
+            raise ConfigError(f"data.label_files must name exactly the splits {list(SPLITS)}, or be null")
+        if self.prepare is not None:
+            from vae_text.presets import RECIPES  # late import: presets imports this module
+
+            _choice("data.prepare", self.prepare, tuple(RECIPES))
+        if self.prepare_sizes is not None and (len(self.prepare_sizes) != 3 or not all(
+                isinstance(n, int) and n > 0 for n in self.prepare_sizes)):
+            raise ConfigError(f"data.prepare_sizes={self.prepare_sizes!r} is invalid: three positive "
+                              f"integers [train, valid, test], or null")
         if self.long not in ("drop", "truncate"):
             raise ConfigError(f"data.long={self.long!r} is invalid: drop or truncate")
         if not isinstance(self.bucket_pool, int) or self.bucket_pool < 1:

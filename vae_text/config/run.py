@@ -130,6 +130,56 @@ class EvalConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """The generation suite (vae_text.generation, vae_text.probes): `python -m vae_text.evaluate
+    checkpoint=... generation=true gen.samples=200`. Definitions and papers: docs/generation.md."""
+
+    samples: int = 1000  # N sentences from the prior, decoded with `decoding` (seeded by `seed`)
+    seed: int = 0
+    decoding: str = "sample"  # ancestral sampling at temperature 1: the distribution the model defines
+    temperature: float = 1.0
+    max_len: int = 50  # tokens at most per sample (<eos> included)
+    batch_size: int = 100  # sentences decoded (and scored) at once
+    reference_lm: str | None = None  # forward PPL: a model=lm run dir, checkpoint or export (null: skipped)
+    # reverse PPL (Zhao et al. 2018): an LSTM LM (build_model, kind=lm) trained on M samples
+    reverse_samples: int | None = None  # M (null: the N samples above)
+    reverse_epochs: int = 5
+    reverse_embed: int = 64
+    reverse_hidden: int = 128
+    reverse_lr: float = 3e-3
+    reverse_batch_size: int = 32
+    self_bleu_samples: int = 200  # self-BLEU over the first this many samples (each against the rest)
+    # latent space
+    probe_sentences: int = 10000  # train sentences (at most; a seeded random subset) for the probes and neighbours
+    length_buckets: int = 4  # the length probe's classes: quantiles of the train lengths
+    probe_steps: int = 300  # full-batch optimisation steps of each logistic regression
+    interpolation_pairs: int = 20  # test sentence pairs (consecutive sentences of the test split)
+    interpolation_steps: int = 10  # points on each path, endpoints included
+    interpolation: str = "linear"  # linear | slerp
+    neighbours: int = 5  # test sentences shown with their nearest train sentences in mu-space
+    neighbours_k: int = 3
+
+    def __post_init__(self) -> None:
+        for key in ("samples", "max_len", "batch_size", "reverse_epochs", "reverse_embed",
+                    "reverse_hidden", "reverse_batch_size", "self_bleu_samples", "probe_sentences",
+                    "probe_steps", "interpolation_pairs", "neighbours_k"):
+            _positive_int(f"gen.{key}", getattr(self, key))
+        if self.reverse_samples is not None:
+            _positive_int("gen.reverse_samples", self.reverse_samples)
+        if not isinstance(self.length_buckets, int) or self.length_buckets < 2:
+            raise ConfigError(f"gen.length_buckets={self.length_buckets!r} is invalid: an integer >= 2")
+        if not isinstance(self.interpolation_steps, int) or self.interpolation_steps < 2:
+            raise ConfigError(f"gen.interpolation_steps={self.interpolation_steps!r} is invalid: "
+                              f"an integer >= 2")
+        if not isinstance(self.neighbours, int) or self.neighbours < 0:
+            raise ConfigError(f"gen.neighbours={self.neighbours!r} is invalid: an integer >= 0")
+        _choice("gen.decoding", self.decoding, STRATEGIES)
+        _choice("gen.interpolation", self.interpolation, ("linear", "slerp"))
+        if self.temperature < 0 or not self.reverse_lr > 0:
+            raise ConfigError("gen.temperature must be >= 0 and gen.reverse_lr > 0")
+
+
+@dataclass
 class LoggerConfig:
     name: str = "console"  # "console" (+ metrics.jsonl) or "wandb" (both, and a wandb run)
     project: str = "vae_text"
@@ -225,6 +275,8 @@ class EvaluateConfig(EvalConfig):
     output: str | None = None  # where to write the JSON (default: eval_<split>.json in the run dir)
     device: str = "auto"
     num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
+    generation: bool = False  # also the generation suite (samples, diversity, probes): its keys in gen.*
+    gen: GenerationConfig = field(default_factory=GenerationConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
