@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from vae_text.errors import ConfigError
+from vae_text.errors import ConfigError, OutputError
 from vae_text.utils import CONFIG_PATH, atomic_write, cli, pick_device, write_json
 
 
@@ -28,8 +28,8 @@ def test_atomic_write_keeps_the_old_content_when_the_write_fails(tmp_path):
         f.write(b"new and torn")
         raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(target, half_then_crash)
+    with pytest.raises(OutputError, match=r"results.json: cannot write it \(disk full\)"):
+        atomic_write(target, half_then_crash)  # one line naming the file and the cause
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
     with pytest.raises(TypeError):  # a bad payload fails the same way
