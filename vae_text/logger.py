@@ -29,7 +29,7 @@ def named_after_job(cfg: LoggerConfig) -> LoggerConfig:
     hc = HydraConfig.get()
     sweep = hc.mode is not None and hc.mode.name == "MULTIRUN"
     return dataclasses.replace(
-        cfg, run_name=cfg.run_name or hc.job.override_dirname or Path(hc.runtime.output_dir).name,
+        cfg, run_name=cfg.run_name or (not sweep and hc.job.override_dirname) or Path(hc.runtime.output_dir).name,
         group=cfg.group or (f"{Path(hc.sweep.dir).parent.name}/{Path(hc.sweep.dir).name}"
                             if sweep else None))
 

@@ -36,8 +36,9 @@ def find_runs(roots: list[Path]) -> list[Path]:
         if (root / "config.yaml").is_file():
             runs.append(root)
         else:
-            runs.extend(sorted(p.parent for p in root.rglob("config.yaml")
-                               if not {".hydra", "wandb", ".submitit"} & set(p.relative_to(root).parts)))
+            runs.extend(sorted({p.parent for name in ("config.yaml", "error.txt")  # error.txt: a failed sweep job
+                                for p in root.rglob(name)
+                                if not {".hydra", "wandb", ".submitit"} & set(p.relative_to(root).parts)}))
     return runs
 
 
@@ -70,6 +71,8 @@ def row_of(run: Path, root: Path) -> dict:
         stopped = STOPPED.get(res.get("stopped"))
         row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
                    status=f"done ({stopped})" if stopped else "done")
+    elif (run / "error.txt").is_file():  # a sweep job that failed (vae_text.sweep)
+        row["status"] = "failed: " + ((run / "error.txt").read_text().strip().splitlines() or ["?"])[-1]
     else:
         metrics = run / "metrics.jsonl"
         lines = metrics.read_text().splitlines() if metrics.is_file() else []

@@ -22,6 +22,7 @@ from vae_text.config import TrainRunConfig, hydra_entry
 from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import ConfigError, VaeTextError
 from vae_text.logger import MetricsLogger, SilentLogger, named_after_job
+from vae_text.sweep import in_sweep, run_job
 from vae_text.trainer import Trainer
 from vae_text.utils import pick_device, write_json
 
@@ -113,6 +114,8 @@ def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, de
 @hydra_entry
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    if in_sweep():  # finished jobs skipped, interrupted ones resumed, a failure kept in its folder
+        return run_job(cfg, train)
     try:
         results = train(cfg)
     except VaeTextError as err:
