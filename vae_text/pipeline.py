@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from vae_text.batches import collate
-from vae_text.checkpoint import load_model
 from vae_text.config import ModelConfig, section
 from vae_text.data import encode_split
 from vae_text.errors import CheckpointError
@@ -38,22 +37,31 @@ class TextVAEPipeline:
     def __init__(self, model: TextVAE, tokenizer: Tokenizer, config: dict):
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.device = next(model.parameters()).device
+        self.home: Path | None = None  # the run directory or export folder it was loaded from
 
     # --- loading and sharing --------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> TextVAEPipeline:
-        """From a run directory (its best.pt), a checkpoint file, or an exported folder."""
-        device = _device(device)
-        path = Path(path)
-        if (path / "config.json").is_file() or (path / "model.safetensors").is_file():
-            return cls.from_pretrained(path, device)
-        return cls(*load_model(path, device))
+    def load(cls, path: str | Path, device: str = "auto",
+             num_threads: int | None = None) -> TextVAEPipeline:
+        """From a run directory (its best.pt), a checkpoint file, or an exported folder;
+        `num_threads` sets torch's CPU threads (None: PyTorch's default)."""
+        from vae_text.locate import load_any
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        loaded = load_any(path, _device(device))
+        pipe = cls(loaded.model, loaded.tokenizer, loaded.config)
+        pipe.home = loaded.home
+        return pipe
 
     def export(self, folder: str | Path) -> Path:
         """A folder to share: config.json (the training config), model.safetensors, vocab.json
-        (and tokenizer.model for a sentencepiece model)."""
+        (and tokenizer.model for a sentencepiece model), and its model card: README.md and
+        metrics.json (vae_text.card)."""
         from safetensors.torch import save_file
+
+        from vae_text.card import readable, write_card
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -64,6 +72,8 @@ class TextVAEPipeline:
             self.tokenizer.save(folder / "tokenizer.model")
         (folder / "config.json").write_text(json.dumps({"format": EXPORT_FORMAT, **self.config},
                                                        indent=2))
+        write_card(folder, self.config, len(self.tokenizer), self.home)
+        readable(folder)
         return folder
 
     @classmethod
@@ -94,14 +104,17 @@ class TextVAEPipeline:
             raise CheckpointError(f"{folder}: the weights do not match config.json and vocab.json "
                                   f"({str(err).splitlines()[0][:120]})") from None
         config = {k: v for k, v in config.items() if k != "format"}
-        return cls(model.to(device), tokenizer, config)
+        pipe = cls(model.to(device), tokenizer, config)
+        pipe.home = folder
+        return pipe
 
     def sentences(self, split: str = "test") -> list[str]:
         """A split of the corpus the model was trained on (files or `datasets`), one string each."""
         from vae_text.config import DataConfig
+        from vae_text.locate import resolve_data
         from vae_text.text import read_split
 
-        data = DataConfig.from_saved(self.config["data"])
+        data = resolve_data(DataConfig.from_saved(self.config["data"]), self.home)
         return [" ".join(words) for words in read_split(data, split)[0]]
 
     # --- the latent space -----------------------------------------------------------------------

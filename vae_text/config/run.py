@@ -206,10 +206,12 @@ class EvaluateConfig(EvalConfig):
     """`python -m vae_text.evaluate`: the evaluation suite's keys (flat) and what to evaluate."""
 
     where: typing.ClassVar[str] = ""  # its keys are top-level
-    checkpoint: str = MISSING  # a run directory (its checkpoints/best.pt) or a checkpoint file
+    checkpoint: str = MISSING  # a run directory (its checkpoints/best.pt), a checkpoint file or an export folder
     split: str = "test"  # train | valid | test
     data_dir: str | None = None  # folder with the split's file; default: the data.dir trained on
-    output: str | None = None  # where to write the JSON (default: eval_<split>.json in the run dir)
+    output: str | None = None  # where to write the JSON (default: eval_<split>_k<K>.json in the run dir)
+    overwrite: bool = False  # replace an existing output file
+    max_sentences: int | None = None  # a quick look: only the split's first N sentences
     device: str = "auto"
     num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
 
@@ -217,6 +219,9 @@ class EvaluateConfig(EvalConfig):
         super().__post_init__()
         _choice("split", self.split, SPLITS)
         _device(self.device)
+        for key in ("max_sentences", "num_threads"):
+            if getattr(self, key) is not None:
+                _positive_int(key, getattr(self, key))
 
 
 @dataclass
@@ -233,9 +238,12 @@ class SampleConfig(DecodeConfig):
     from_mean: bool = True  # reconstruct from the posterior mean (false: from a posterior sample)
     seed: int = 0
     device: str = "auto"
+    num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.num_threads is not None:
+            _positive_int("num_threads", self.num_threads)
         if self.mode not in ("sample", "reconstruct", "interpolate"):
             raise ConfigError(f"mode={self.mode!r} is invalid: sample, reconstruct or interpolate")
         _device(self.device)
