@@ -21,7 +21,7 @@ from vae_text.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 from vae_text.config import TrainRunConfig, hydra_entry
 from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import ConfigError, VaeTextError
-from vae_text.logger import MetricsLogger, SilentLogger, named_after_job
+from vae_text.logger import MetricsLogger, SilentLogger, closing_summary, named_after_job
 from vae_text.sweep import in_sweep, run_job
 from vae_text.trainer import Trainer
 from vae_text.utils import pick_device, write_json
@@ -105,6 +105,7 @@ def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, de
         logger.log({"train_seconds": results["train_seconds"]}, trainer.state.step, echo=False)
         if d.main:
             write_json(run_dir / "results.json", results)
+            log.info("%s", closing_summary(results, run_dir, settings.train.monitor))
         failed = False
         return results
     finally:
