@@ -39,7 +39,7 @@ def load_any(path: str | Path, device: Any = "cpu") -> Loaded:
     if is_export(path):
         from vae_text.pipeline import TextVAEPipeline
 
-        pipe = TextVAEPipeline.from_pretrained(path, device)
+        pipe = TextVAEPipeline.load_export(path, device)
         return Loaded(pipe.model, pipe.tokenizer, pipe.config, path, path)
     file = resolve_checkpoint(path)
     model, tokenizer, config = load_model(file, device)

@@ -6,7 +6,8 @@
     vae.reconstruct(["the company said it expects to report a loss"])
     vae.interpolate("the stock fell", "the bank raised its rates", steps=5, method="slerp")
     vae.export("exports/ptb_vae")              # config.json + safetensors + vocab (+ tokenizer.model)
-    TextVAEPipeline.from_pretrained("exports/ptb_vae")
+    TextVAEPipeline.from_pretrained("exports/ptb_vae")     # or "<user>/<repo>" on the hub
+    vae.push_to_hub("<user>/<repo>")                       # huggingface_hub's ModelHubMixin
 
 No Hydra needed. Sentences are split on whitespace, then tokenized with the model's own tokenizer
 (words or sentencepiece): give them as the training data was written (PTB: lower case, numbers as
@@ -26,6 +27,7 @@ from vae_text.config import ModelConfig, section
 from vae_text.data import encode_split
 from vae_text.errors import CheckpointError
 from vae_text.generate import DecodeConfig, decode
+from vae_text.hub import HubMixin
 from vae_text.latent import Posterior
 from vae_text.model import TextVAE, build_model
 from vae_text.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
@@ -33,7 +35,7 @@ from vae_text.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
 EXPORT_FORMAT = "vae_text-export-v1"
 
 
-class TextVAEPipeline:
+class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretrained: vae_text.hub
     def __init__(self, model: TextVAE, tokenizer: Tokenizer, config: dict):
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.device = next(model.parameters()).device
@@ -77,7 +79,8 @@ class TextVAEPipeline:
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "auto") -> TextVAEPipeline:
+    def load_export(cls, folder: str | Path, device: str = "auto") -> TextVAEPipeline:
+        """From an export folder (`from_pretrained` takes a hub repository id too)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
