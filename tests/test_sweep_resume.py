@@ -34,6 +34,9 @@ def test_job_dirname_is_safe_in_a_shell_and_an_override():
     odd = job_dirname(["logger.tags=[a,b]", "logger.run_name='x y'"])
     other = job_dirname(["logger.tags=[a,c]", "logger.run_name='x y'"])
     assert odd != other and all(c.isalnum() or c in "._+-" for c in odd)
+    trial = job_dirname(["objective.kl_weight=0.30138168803582194", "optim.lr=0.00207614104200153"])
+    assert trial.startswith("objective.kl_weight-0.3014+optim.lr-0.002076.") and len(trial) == 44 + 1 + 8
+    assert trial != job_dirname(["objective.kl_weight=0.30138168803582195", "optim.lr=0.00207614104200153"])
     assert job_dirname([]) == "default" and len(job_dirname([f"k{i}={'v' * 40}" for i in range(9)])) < 210
     parsed = OverridesParser.create().parse_override(f"train.resume=multirun/x/{odd}")
     assert parsed.value() == f"multirun/x/{odd}"  # one value, not a sweep over a comma

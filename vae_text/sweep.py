@@ -37,13 +37,15 @@ log = logging.getLogger("vae_text")
 ERROR_FILE = "error.txt"
 SKIPPED = ("results.json",)  # a job whose folder holds these is finished
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+_FLOAT = re.compile(r"-?\d*\.\d+(e-?\d+)?")
 
 
 def job_dirname(overrides: list[str] | Any, exclude: list[str] | Any = ()) -> str:
     """A job's folder name from its overrides (`key=value` strings): sorted `key-value` items
-    joined by `+`, every character outside `A-Za-z0-9._+-` replaced by `_` (then a short hash of
-    the overrides keeps two different sweeps' values apart). Keys in `exclude` (without `+`) are
-    left out, as in Hydra's `override_dirname`. No overrides: `default`."""
+    joined by `+`, every character outside `A-Za-z0-9._+-` replaced by `_`, long floats (an
+    Optuna trial's) cut to 4 significant digits; when anything was changed, a short hash of the
+    exact overrides keeps two jobs apart. Keys in `exclude` (without `+`) are left out, as in
+    Hydra's `override_dirname`. No overrides: `default`."""
     items = []
     for override in overrides:
         key, _, value = str(override).partition("=")
@@ -53,12 +55,19 @@ def job_dirname(overrides: list[str] | Any, exclude: list[str] | Any = ()) -> st
         items.append((key, value))
     if not items:
         return "default"
-    raw = "+".join(f"{k.replace('/', '.')}-{v}" for k, v in sorted(items))
+    raw = "+".join(f"{k.replace('/', '.')}-{_short(v)}" for k, v in sorted(items))
     name = _UNSAFE.sub("_", raw)
-    if name != raw or len(name) > 200:
+    exact = "+".join(f"{k.replace('/', '.')}-{v}" for k, v in sorted(items))
+    if name != exact or len(name) > 200:
         digest = hashlib.sha1(json.dumps(sorted(items)).encode()).hexdigest()[:8]
         name = f"{name[:190]}.{digest}"
     return name
+
+
+def _short(value: str) -> str:
+    if len(value) <= 8 or not _FLOAT.fullmatch(value):
+        return value
+    return f"{float(value):.4g}"
 
 
 def register_resolver() -> None:
