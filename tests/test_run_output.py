@@ -41,3 +41,14 @@ def test_train_log_summary_and_wandb_hint(corpus_dir, tmp_path):
     hint = re.search(r"upload it with: wandb sync (\S+)", log).group(1)
     assert (run / "wandb").is_dir() and hint.startswith(str(run / "wandb" / "offline-run-"))
     assert os.path.isdir(hint)
+
+
+def test_default_threads_follow_the_cpus_the_process_may_use():
+    code = ("import os, torch; from vae_text.utils import default_threads; "
+            "os.sched_setaffinity(0, {0}); print(default_threads())")
+    one = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert one.stdout.strip() == "1", one.stderr
+    from vae_text.utils import default_threads
+
+    assert 1 <= default_threads() <= len(os.sched_getaffinity(0))

@@ -20,7 +20,7 @@ def run_labels(rows: list[dict]) -> list[str]:
     """Short line labels: β in a β sweep, else the overrides that tell the runs apart."""
     betas = [r["beta"] for r in rows]
     if None not in betas and len(set(betas)) == len(betas):
-        return [f"β={b:g}" for b in betas]
+        return [f"β={b:.3g}" for b in betas]
     split = [r["overrides"].split() for r in rows]
     common = set.intersection(*map(set, split)) if split else set()
     return [" ".join(o for o in s if o not in common) or r["run"] for r, s in zip(rows, split)]

@@ -24,7 +24,7 @@ from vae_text.errors import ConfigError, VaeTextError
 from vae_text.logger import MetricsLogger, SilentLogger, closing_summary, named_after_job
 from vae_text.sweep import in_sweep, run_job
 from vae_text.trainer import Trainer
-from vae_text.utils import pick_device, write_json
+from vae_text.utils import default_threads, pick_device, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -72,8 +72,7 @@ def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, de
     d.barrier()  # every rank has checked before rank 0 writes anything
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    if settings.train.num_threads:
-        torch.set_num_threads(settings.train.num_threads)
+    torch.set_num_threads(settings.train.num_threads or default_threads())
 
     trainer = Trainer(cfg, settings, run_dir, d, device)
     n_params = sum(p.numel() for p in trainer.model.parameters())

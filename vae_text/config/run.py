@@ -62,7 +62,7 @@ class TrainConfig:
     checkpoint_every: int | None = None  # also save last.pt every N steps (for preemption)
     progress: bool = True  # tqdm bar with loss, rec, KL, beta and tokens/s
     resume: str | None = None  # run directory or checkpoint file (its last.pt) to continue from
-    num_threads: int | None = None  # torch CPU threads; null keeps PyTorch's default
+    num_threads: int | None = None  # torch CPU threads; null: the physical cores available to the process
     precision: str = "fp32"  # "bf16": the training forward pass under bfloat16 autocast (GPUs)
     max_lr_decays: int | None = None  # stop once the plateau rule has decayed the lr this often
 
