@@ -217,6 +217,7 @@ class EvaluateConfig(EvalConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _need_checkpoint(self.checkpoint)
         _choice("split", self.split, SPLITS)
         _device(self.device)
         for key in ("max_sentences", "num_threads"):
@@ -242,8 +243,15 @@ class SampleConfig(DecodeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _need_checkpoint(self.checkpoint)
         if self.num_threads is not None:
             _positive_int("num_threads", self.num_threads)
         if self.mode not in ("sample", "reconstruct", "interpolate"):
             raise ConfigError(f"mode={self.mode!r} is invalid: sample, reconstruct or interpolate")
         _device(self.device)
+
+
+def _need_checkpoint(value: str) -> None:
+    if value in (MISSING, None, ""):
+        raise ConfigError("checkpoint= is missing: give a run directory, a checkpoint file or an "
+                          "export folder (checkpoint=outputs/<date>/<time>)")
