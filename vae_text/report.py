@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}.md, {out}.csv, " + ", ".join(str(p) for p in figures.values()))
     for r in rows:
         if not is_done(r):
-            print(f"note: {r['run']} is {r['status']}: running, stopped or failed", file=sys.stderr)
+            print(f"note: {r['run']}: {r['status']}" if r["status"].startswith("failed") else
+                  f"note: {r['run']} is {r['status']}: running, stopped or failed", file=sys.stderr)
     return 0
 
 
