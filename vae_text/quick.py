@@ -1,5 +1,5 @@
 """A small model in a minute or two, for the notebook and the README's examples when no trained
-checkpoint is at hand: the `smoke` experiment on a few thousand PTB sentences.
+checkpoint is at hand: the `smoke` experiment on the first 1,000 sentences of each PTB split.
 
     from vae_text.quick import quick_model
     run_dir = quick_model()            # outputs/quick (reused once it holds a finished run)
@@ -12,7 +12,7 @@ from pathlib import Path
 
 log = logging.getLogger("vae_text")
 
-QUICK = ["+experiment=smoke", "data.max_sentences=2000", "train.epochs=2", "eval.iw_samples=10",
+QUICK = ["+experiment=smoke", "data.max_sentences=1000", "train.epochs=2", "eval.iw_samples=5",
          "train.progress=false"]
 
 
