@@ -17,8 +17,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vae_text"
 LAYERS = [
     # foundations: no model concept. `distributed` (rank, world, collectives; imports nothing of
     # ours) sits here because evaluation shards its work across ranks.
-    {"__init__", "errors", "utils", "config", "distributed"},
-    {"tokenizer", "presets", "text", "data", "batches"},  # text -> ids -> batches
+    {"__init__", "errors", "utils", "config", "distributed",
+     "sweep", "hub", "card", "figures"},  # sweep jobs, the hub, model cards, plots
+    {"tokenizer", "presets", "text", "locate", "data", "batches"},  # text -> ids -> batches
     {"transformer"},  # building blocks the parts share (attention with a key/value cache)
     {"latent", "encoders", "decoders"},  # the parts of a model
     {"model"},  # the parts assembled
@@ -30,6 +31,7 @@ LAYERS = [
     {"generation", "probes"},  # what is judged of a trained model's sentences and latent space
     # entry points: may import anything below, not each other except as ENTRY_IMPORTS says
     {"train", "evaluate", "sample", "report", "__main__"},
+    {"quick"},  # the notebook's helper: finds a checkpoint, or trains a small one with train()
 ]
 ENTRY_IMPORTS: set[tuple[str, str]] = set()
 

@@ -220,8 +220,9 @@ def test_multirun_writes_one_directory_per_value(corpus_dir, tmp_path):
                    "objective.kl_weight=0.5,1.0", f"hydra.sweep.dir={tmp_path}/sweep")
     assert proc.returncode == 0, proc.stderr
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert [[o for o in p.name.split(",") if o.startswith("objective.")] for p in jobs] == [
-        ["objective.kl_weight=0.5"], ["objective.kl_weight=1.0"]]
+    # folder names safe in a shell and an override: key-value items joined by +
+    assert [[o for o in p.name.split("+") if o.startswith("objective.")] for p in jobs] == [
+        ["objective.kl_weight-0.5"], ["objective.kl_weight-1.0"]]
     for job, beta in zip(jobs, (0.5, 1.0)):
         assert (job / "metrics.jsonl").stat().st_size > 0
         assert f"kl_weight: {beta}" in (job / "config.yaml").read_text()

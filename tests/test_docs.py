@@ -13,7 +13,8 @@ PROJECT = CITED + ["tests", "notebooks", ".ci", "pyproject.toml", "data/README.m
 SKIP = {"__pycache__", ".ruff_cache", ".pytest_cache", ".ipynb_checkpoints"}
 
 OUTSIDE = re.compile("REFERENCE" + r"\.md|shared/")  # split so this file does not match itself
-TRACKER = re.compile(r"\bissues?[ -]#?\d+|(?<![\w&/#])#\d+\b", re.IGNORECASE)
+# a hash and a number name a ticket; Hydra's job list ("#N : ...") and a table's run labels ("| #N") do not
+TRACKER = re.compile(r"\bissues?[ -]#?\d+|(?<![\w&/#])(?<!\| )#\d+\b(?! :)", re.IGNORECASE)
 
 
 def text_files(roots: list[str]):
@@ -53,6 +54,7 @@ def test_the_patterns_catch_what_they_should():
     n = "9"  # built, so that this file holds no tracker number itself
     bad = ["see ../" + "shared/REFERENCE" + ".md §2", f"fixes issue {n}", f"the Issue-{n}{n} rows",
            f"(#{n})", f"issue #{n}"]
-    good = ["ratio #", "color #1f77b4", "&#8212;", "the issue of collapse", "step 9"]
+    good = ["ratio #", "color #1f77b4", "&#8212;", "the issue of collapse", "step 9",
+            f"[HYDRA]   #{n} : +experiment=smoke", f"| #{n} | 0.5 |"]
     assert all(OUTSIDE.search(s) or TRACKER.search(s) for s in bad)
     assert not any(OUTSIDE.search(s) or TRACKER.search(s) for s in good)

@@ -1,8 +1,10 @@
 """Evaluate a trained model on a split with the field's protocol (docs/protocol.md).
 
     python -m vae_text.evaluate checkpoint=outputs/ptb_main split=test iw_samples=500
+    python -m vae_text.evaluate checkpoint=exports/ptb_vae max_sentences=200 iw_samples=50
 
-Prints a table and writes `eval_<split>.json` into the run directory. Works for VAEs (IW-NLL, MI,
+Prints a table and writes `eval_<split>_k<K>.json` into the run directory (or export folder; the
+training run's own `eval_test.json` is never touched; an existing file needs overwrite=true). Works for VAEs (IW-NLL, MI,
 AU, reconstructions), the language-model baseline (exact NLL) and the deterministic autoencoder
 (rec, MI, AU, reconstructions; z = mu bounds no likelihood, so no IW-NLL) alike.
 """
@@ -18,10 +20,12 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
 from vae_text.config import DataConfig, EvaluateConfig, hydra_entry, section
 from vae_text.data import encode_split
+from vae_text.errors import ConfigError
+from vae_text.locate import resolve_data
 from vae_text.metrics import evaluate
+from vae_text.pipeline import load_any
 from vae_text.text import read_split
 from vae_text.utils import CONFIG_PATH, check_writable, cli, pick_device, write_json
 
@@ -50,24 +54,28 @@ def format_table(metrics: dict, title: str) -> str:
 def run(cfg: DictConfig | EvaluateConfig) -> dict:
     if not isinstance(cfg, EvaluateConfig):
         cfg = section(EvaluateConfig, cfg, "")  # an EvaluateConfig is the suite's EvalConfig too
-    path = resolve_checkpoint(cfg.checkpoint)
-    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-    out = Path(cfg.output) if cfg.output else run_dir / f"eval_{cfg.split}.json"
-    check_writable(out.parent)  # before the work, not after it
-    model, tokenizer, train_cfg = load_model(path, pick_device(str(cfg.device)))
-    data = DataConfig.from_saved(train_cfg["data"])
-    if cfg.data_dir:
-        data = dataclasses.replace(data, dir=cfg.data_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    loaded = load_any(cfg.checkpoint, pick_device(str(cfg.device)))  # run dir, .pt or export
+    path, model, tokenizer = loaded.source, loaded.model, loaded.tokenizer
+    data = DataConfig.from_saved(loaded.config["data"])
+    if cfg.data_dir:
+        data = dataclasses.replace(data, dir=cfg.data_dir)
+    else:
+        data = resolve_data(data, loaded.home)
+    out = Path(cfg.output) if cfg.output else loaded.home / output_name(cfg)
+    if out.exists() and not cfg.overwrite:
+        raise ConfigError(f"{out} exists: pass overwrite=true to replace it, or output=<file>")
+    check_writable(out.parent)  # before the work, not after it
     sentences, _, where = read_split(data, cfg.split)  # every sentence: no max_len here
+    if cfg.max_sentences:
+        sentences = sentences[: cfg.max_sentences]
     split = encode_split(sentences, tokenizer)  # the checkpoint's own tokenizer
     log.info("evaluating %s on %s (%d sentences, K=%d)", path, where, len(split), cfg.iw_samples)
     metrics = evaluate(model, split, tokenizer, cfg)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
     metrics.update(checkpoint=str(path), split=cfg.split, data=where,
                    peak_rss_mb=round(peak_kib / 1024), threads=torch.get_num_threads())
-
     if cfg.generation:
         metrics["generation"] = generation_part(model, tokenizer, data, cfg)
     write_json(out, metrics)
@@ -84,6 +92,12 @@ def generation_part(model, tokenizer, data: DataConfig, cfg: EvaluateConfig) -> 
     gen = generation_suite(model, tokenizer, data, cfg.split, cfg.gen)
     print(format_generation(gen))
     return gen
+
+
+def output_name(cfg: EvaluateConfig) -> str:
+    """eval_<split>_k<K>[_n<N>].json: never the training run's own eval_test.json."""
+    return (f"eval_{cfg.split}_k{cfg.iw_samples}"
+            f"{f'_n{cfg.max_sentences}' if cfg.max_sentences else ''}.json")
 
 
 @hydra_entry

@@ -6,7 +6,8 @@
     vae.reconstruct(["the company said it expects to report a loss"])
     vae.interpolate("the stock fell", "the bank raised its rates", steps=5, method="slerp")
     vae.export("exports/ptb_vae")              # config.json + safetensors + vocab (+ tokenizer.model)
-    TextVAEPipeline.from_pretrained("exports/ptb_vae")
+    TextVAEPipeline.from_pretrained("exports/ptb_vae")     # or "<user>/<repo>" on the hub
+    vae.push_to_hub("<user>/<repo>")                       # huggingface_hub's ModelHubMixin
 
 No Hydra needed. Sentences are split on whitespace, then tokenized with the model's own tokenizer
 (words or sentencepiece): give them as the training data was written (PTB: lower case, numbers as
@@ -22,12 +23,14 @@ import torch
 from torch import Tensor
 
 from vae_text.batches import collate
-from vae_text.checkpoint import load_model
+from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
 from vae_text.config import ModelConfig, section
 from vae_text.data import encode_split
 from vae_text.errors import CheckpointError
 from vae_text.generate import DecodeConfig, decode
+from vae_text.hub import HubMixin
 from vae_text.latent import Posterior
+from vae_text.locate import Loaded, is_export, resolve_data
 from vae_text.model import TextVAE, build_model
 from vae_text.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
 from vae_text.utils import atomic_write, pick_device, write_json
@@ -35,26 +38,33 @@ from vae_text.utils import atomic_write, pick_device, write_json
 EXPORT_FORMAT = "vae_text-export-v1"
 
 
-class TextVAEPipeline:
+class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretrained: vae_text.hub
     def __init__(self, model: TextVAE, tokenizer: Tokenizer, config: dict):
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.device = next(model.parameters()).device
+        self.home: Path | None = None  # the run directory or export folder it was loaded from
 
     # --- loading and sharing --------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> TextVAEPipeline:
-        """From a run directory (its best.pt), a checkpoint file, or an exported folder."""
-        device = pick_device(device)
-        path = Path(path)
-        if (path / "config.json").is_file() or (path / "model.safetensors").is_file():
-            return cls.from_pretrained(path, device)
-        return cls(*load_model(path, device))
+    def load(cls, path: str | Path, device: str = "auto",
+             num_threads: int | None = None) -> TextVAEPipeline:
+        """From a run directory (its best.pt), a checkpoint file, or an exported folder;
+        `num_threads` sets torch's CPU threads (None: PyTorch's default)."""
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        loaded = load_any(path, pick_device(device))
+        pipe = cls(loaded.model, loaded.tokenizer, loaded.config)
+        pipe.home = loaded.home
+        return pipe
 
     def export(self, folder: str | Path) -> Path:
         """A folder to share: config.json (the training config), model.safetensors, vocab.json
-        (and tokenizer.model for a sentencepiece model)."""
+        (and tokenizer.model for a sentencepiece model), and its model card: README.md and
+        metrics.json (vae_text.card)."""
         from safetensors.torch import save
+
+        from vae_text.card import readable, write_card
 
         folder = Path(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
@@ -63,10 +73,13 @@ class TextVAEPipeline:
         if isinstance(self.tokenizer, SentencePieceTokenizer):
             self.tokenizer.save(folder / "tokenizer.model")
         write_json(folder / "config.json", {"format": EXPORT_FORMAT, **self.config})
+        write_card(folder, self.config, len(self.tokenizer), self.home)
+        readable(folder)
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "auto") -> TextVAEPipeline:
+    def load_export(cls, folder: str | Path, device: str = "auto") -> TextVAEPipeline:
+        """From an export folder (`from_pretrained` takes a hub repository id too)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -99,14 +112,16 @@ class TextVAEPipeline:
             raise CheckpointError(f"{folder}: the weights do not match config.json and vocab.json "
                                   f"({str(err).splitlines()[0][:120]})") from None
         config = {k: v for k, v in config.items() if k != "format"}
-        return cls(model.to(device), tokenizer, config)
+        pipe = cls(model.to(device), tokenizer, config)
+        pipe.home = folder
+        return pipe
 
     def sentences(self, split: str = "test") -> list[str]:
         """A split of the corpus the model was trained on (files or `datasets`), one string each."""
         from vae_text.config import DataConfig
         from vae_text.text import read_split
 
-        data = DataConfig.from_saved(self.config["data"])
+        data = resolve_data(DataConfig.from_saved(self.config["data"]), self.home)
         return [" ".join(words) for words in read_split(data, split)[0]]
 
     # --- the latent space -----------------------------------------------------------------------
@@ -199,3 +214,15 @@ def _export_tokenizer(folder: Path, itos: list[str]) -> Tokenizer:
         raise CheckpointError(f"{path}: its {len(tokenizer)} pieces do not match vocab.json "
                               f"({len(itos)} entries) the model was trained with; export the model again")
     return tokenizer
+
+
+def load_any(path: str | Path, device: torch.device | str = "cpu") -> Loaded:
+    """A run directory (its best.pt), a checkpoint file, or an export folder."""
+    path = Path(path)
+    if is_export(path):
+        pipe = TextVAEPipeline.load_export(path, device)
+        return Loaded(pipe.model, pipe.tokenizer, pipe.config, path, path)
+    file = resolve_checkpoint(path)
+    model, tokenizer, config = load_model(file, device)
+    home = file.parent.parent if file.parent.name == CHECKPOINT_DIR else file.parent
+    return Loaded(model, tokenizer, config, home, file)

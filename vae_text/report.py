@@ -22,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+from vae_text.figures import per_token, plot_search, run_labels
 from vae_text.utils import atomic_write
 
 COLUMNS = [  # (key in the row, header, format)
@@ -34,8 +35,9 @@ COLUMNS = [  # (key in the row, header, format)
     ("distinct_2", "dist-2", ".3f"), ("self_bleu", "self-BLEU", ".1f"), ("copy_rate", "copied", ".3f"),
     ("length_mean", "len", ".1f"), ("probe_accuracy", "len probe", ".3f"),
     ("interpolation_smoothness", "interp Δ", ".2f"),
-    ("epochs", "epochs", "d"),
-    ("train_minutes", "train min", ".1f"), ("status", "status", "s"),
+    ("epochs", "epochs", "d"), ("train_minutes", "train min", ".1f"),
+    ("best_val_neg_elbo", "best val -ELBO", ".2f"), ("best_val_rec", "best val rec", ".2f"),
+    ("status", "status", "s"),
 ]
 STOPPED = {"epochs": "epoch cap", "max_steps": "step cap", "early_stopping": "early stop",
            "max_minutes": "time budget", "lr_decays": "lr decays"}  # results.json's "stopped": what ended training
@@ -47,8 +49,9 @@ def find_runs(roots: list[Path]) -> list[Path]:
         if (root / "config.yaml").is_file():
             runs.append(root)
         else:
-            runs.extend(sorted(p.parent for p in root.rglob("config.yaml")
-                               if not {".hydra", "wandb", ".submitit"} & set(p.relative_to(root).parts)))
+            runs.extend(sorted({p.parent for name in ("config.yaml", "error.txt")  # error.txt: a failed sweep job
+                                for p in root.rglob(name)
+                                if not {".hydra", "wandb", ".submitit"} & set(p.relative_to(root).parts)}))
     return runs
 
 
@@ -79,9 +82,12 @@ def row_of(run: Path, root: Path) -> dict:
         evaluation = json.loads(test.read_text())
         row.update({k: v for k, v in evaluation.items() if isinstance(v, (int, float))})
         row.update(generation_of(evaluation))
+        row.update({k: v for k, v in res.items() if k.startswith("best_val_")})  # the sweeper's score
         stopped = STOPPED.get(res.get("stopped"))
         row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
                    status=f"done ({stopped})" if stopped else "done")
+    elif (run / "error.txt").is_file():  # a sweep job that failed (vae_text.sweep)
+        row["status"] = "failed: " + ((run / "error.txt").read_text().strip().splitlines() or ["?"])[-1]
     else:
         records = read_metrics(run / "metrics.jsonl")
         last = records[-1] if records else {}
@@ -120,7 +126,8 @@ def markdown(rows: list[dict]) -> str:
     tells the runs apart (the CSV keeps every run's full overrides)."""
     split = [r["overrides"].split() for r in rows]
     common = [o for o in split[0] if all(o in s for s in split[1:])] if len(rows) > 1 else []
-    rows = [{**r, "overrides": " ".join(o for o in s if o not in common) or "–"} for r, s in zip(rows, split)]
+    rows = [{**r, "overrides": " ".join(o for o in s if o not in common) or "–",
+             "run": short_run(r, i)} for i, (r, s) in enumerate(zip(rows, split))]
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     lines = [f"Overrides common to every run: `{' '.join(common)}`", ""] if common else []
     lines += ["| " + " | ".join(h for _, h, _ in cols) + " |",
@@ -129,6 +136,12 @@ def markdown(rows: list[dict]) -> str:
         cells = [format(r[k], f) if k in r else "–" for k, _, f in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def short_run(row: dict, i: int) -> str:
+    """The table's run cell: the folder name, or `#<n>` for a sweep job whose long folder name
+    only repeats its overrides (the CSV keeps every folder name)."""
+    return row["run"] if len(row["run"]) <= 24 or not row["overrides"] else f"#{i + 1}"
 
 
 def history(run: Path, keys=("train/rec", "train/kl", "train/beta")) -> dict[str, list]:
@@ -222,25 +235,32 @@ def plot_quality_diversity(rows: list[dict], path: Path) -> list[str]:
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
+    """Train (solid) and validation (dashed) curves against step: rec per token, KL, β."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ("train/rec", "train/kl", "train/beta")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    betas = [r["beta"] for r in rows]
-    by_beta = None not in betas and len(set(betas)) == len(betas)
-    for r in rows:
-        curves = history(r["path"], keys)
-        label = f"β={r['beta']:g}" if by_beta else r["run"]
-        for ax, k in zip(axes, keys):
-            ax.plot(*curves[k], label=label, lw=1)
-    for ax, k in zip(axes, keys):
-        ax.set(title=k, xlabel="step")
+    keys = ("train/rec", "train/rec_per_token", "train/kl", "train/beta", "val/rec", "val/kl",
+            "val/sentences", "val/tokens")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for i, (r, label) in enumerate(zip(rows, run_labels(rows))):
+        curves, color = history(r["path"], keys), f"C{i % 10}"
+        axes[0].plot(*per_token(curves, "train"), lw=1, color=color, label=label)
+        axes[0].plot(*per_token(curves, "val"), lw=1.5, ls="--", marker=".", color=color)
+        axes[1].plot(*curves["train/kl"], lw=1, color=color)
+        axes[1].plot(*curves["val/kl"], lw=1.5, ls="--", marker=".", color=color)
+        axes[2].plot(*curves["train/beta"], lw=1, color=color)
+    axes[0].set(title="reconstruction", ylabel="rec (nats / token)")
+    axes[1].set(title="KL", ylabel="KL (nats / sentence)")
+    axes[2].set(title="KL weight β", ylabel="β")
+    for ax in axes:
+        ax.set_xlabel("step (optimizer updates)")
     axes[1].set_yscale("symlog", linthresh=1.0)  # an autoencoder phase's KL dwarfs the rest
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8,
+               title="solid: train (mean over log_every steps), dashed: validation", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 6), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -297,13 +317,17 @@ def main(argv: list[str] | None = None) -> int:
     if plot_quality_diversity(rows, quality):
         figures["quality_diversity"] = quality
         print(f"wrote {quality}")
+    search = out.parent / f"{out.name}_search.png"  # an Optuna search: score against its parameters
+    if any((d / "optimization_results.yaml").is_file() for d in args.dirs) and plot_search(rows, search):
+        figures["search"] = search
     if args.wandb:
         log_to_wandb(rows, figures, args.dirs[0], args.wandb_project, args.wandb_mode)
     print(table)
-    print(f"wrote {out}.md, {out}.csv, {out}_rate_distortion.png, {out}_curves.png")
+    print(f"wrote {out}.md, {out}.csv, " + ", ".join(str(p) for p in figures.values()))
     for r in rows:
         if not is_done(r):
-            print(f"note: {r['run']} is {r['status']}: running, stopped or failed", file=sys.stderr)
+            print(f"note: {r['run']}: {r['status']}" if r["status"].startswith("failed") else
+                  f"note: {r['run']} is {r['status']}: running, stopped or failed", file=sys.stderr)
     return 0
 
 

@@ -23,7 +23,7 @@ def run(cfg: DictConfig | SampleConfig) -> list[str]:
     if not isinstance(cfg, SampleConfig):
         cfg = section(SampleConfig, cfg, "")
     decoding = cfg  # a SampleConfig is the DecodeConfig of its decoding keys
-    vae = TextVAEPipeline.load(cfg.checkpoint, device=str(cfg.device))
+    vae = TextVAEPipeline.load(cfg.checkpoint, device=str(cfg.device), num_threads=cfg.num_threads)
     if cfg.mode == "sample":
         lines = vae.sample(int(cfg.n), decoding, seed=cfg.seed)
         return [f"{i + 1:3d}. {s}" for i, s in enumerate(lines)]

@@ -20,10 +20,17 @@ from vae_text.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 from vae_text.config import TrainRunConfig, hydra_entry
 from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import VaeTextError
-from vae_text.logger import MetricsLogger, SilentLogger, kept_lines, named_after_job
+from vae_text.logger import (
+    MetricsLogger,
+    SilentLogger,
+    closing_summary,
+    kept_lines,
+    named_after_job,
+)
 from vae_text.rundir import check_reuse, claim, release
+from vae_text.sweep import in_sweep, run_job
 from vae_text.trainer import Trainer
-from vae_text.utils import CONFIG_PATH, atomic_write, cli, pick_device, write_json
+from vae_text.utils import CONFIG_PATH, atomic_write, cli, default_threads, pick_device, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -83,8 +90,7 @@ def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: D
     resuming_here = (settings.train.resume is not None and last.exists()
                      and resolve_checkpoint(settings.train.resume, "last.pt").resolve() == last.resolve())
     d.barrier()  # every rank has checked before rank 0 writes anything
-    if settings.train.num_threads:
-        torch.set_num_threads(settings.train.num_threads)
+    torch.set_num_threads(settings.train.num_threads or default_threads())
 
     trainer = Trainer(cfg, settings, run_dir, d, device)
     n_params = sum(p.numel() for p in trainer.model.parameters())
@@ -120,6 +126,7 @@ def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: D
         logger.log({"train_seconds": results["train_seconds"]}, trainer.state.step, echo=False)
         if d.main:
             write_json(run_dir / "results.json", results)
+            log.info("%s", closing_summary(results, run_dir, settings.train.monitor))
         failed = False
         return results
     finally:
@@ -130,6 +137,8 @@ def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: D
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @cli
 def main(cfg: DictConfig) -> float:
+    if in_sweep():  # finished jobs skipped, interrupted ones resumed, a failure kept in its folder
+        return run_job(cfg, train)
     try:
         results = train(cfg)
     except VaeTextError as err:

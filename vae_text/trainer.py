@@ -283,7 +283,7 @@ class Trainer:
                                     kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}",
                                     tok_s=f"{stats['tokens_per_s']:.0f}")
                     logger.log({f"train/{k}": v for k, v in stats.items()}, self.state.step,
-                               self.state.epoch, echo=not t.progress)
+                               self.state.epoch, echo="file" if t.progress else True)
                 if t.checkpoint_every and self.state.step % t.checkpoint_every == 0:
                     self.save("last.pt")
                 if t.max_steps is not None and self.state.step >= t.max_steps:

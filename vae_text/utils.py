@@ -157,3 +157,16 @@ def cli(func: F | None = None, *, also: tuple[type[Exception], ...] = ()) -> F:
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+def default_threads() -> int:
+    """Torch CPU threads when none are configured: the physical cores this process may run on
+    (its CPU affinity, e.g. a SLURM or taskset allocation, over the hyperthreads per core)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text()
+        per_core = sum(len(range(int(a), int(b or a) + 1)) for a, _, b in
+                       (part.partition("-") for part in siblings.strip().split(",")))
+    except (OSError, ValueError):
+        per_core = 1
+    return max(1, cpus // max(1, per_core))

@@ -65,7 +65,12 @@ def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
     def wrapper() -> Any:
         from hydra.errors import HydraException
 
+        from vae_text.config.help import entry_help, module_of, wants_help
+
         register()
+        if wants_help(sys.argv[1:]):  # the command's own keys and comments (vae_text.config.help)
+            print(entry_help(module_of(main)))
+            return None
         before = os.environ.get("HYDRA_FULL_ERROR")
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:

@@ -65,7 +65,7 @@ class TrainConfig:
     checkpoint_every: int | None = None  # also save last.pt every N steps (for preemption)
     progress: bool = True  # tqdm bar with loss, rec, KL, beta and tokens/s
     resume: str | None = None  # run directory or checkpoint file (its last.pt) to continue from
-    num_threads: int | None = None  # torch CPU threads; null keeps PyTorch's default
+    num_threads: int | None = None  # torch CPU threads; null: the physical cores available to the process
     precision: str = "fp32"  # "bf16": the training forward pass under bfloat16 autocast (GPUs)
     max_lr_decays: int | None = None  # stop once the plateau rule has decayed the lr this often
 
@@ -269,10 +269,12 @@ class EvaluateConfig(EvalConfig):
     """`python -m vae_text.evaluate`: the evaluation suite's keys (flat) and what to evaluate."""
 
     where: typing.ClassVar[str] = ""  # its keys are top-level
-    checkpoint: str = MISSING  # a run directory (its checkpoints/best.pt) or a checkpoint file
+    checkpoint: str = MISSING  # a run directory (its checkpoints/best.pt), a checkpoint file or an export folder
     split: str = "test"  # train | valid | test
     data_dir: str | None = None  # folder with the split's file; default: the data.dir trained on
-    output: str | None = None  # where to write the JSON (default: eval_<split>.json in the run dir)
+    output: str | None = None  # where to write the JSON (default: eval_<split>_k<K>.json in the run dir)
+    overwrite: bool = False  # replace an existing output file
+    max_sentences: int | None = None  # a quick look: only the split's first N sentences
     device: str = "auto"
     num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
     generation: bool = False  # also the generation suite (samples, diversity, probes): its keys in gen.*
@@ -280,8 +282,12 @@ class EvaluateConfig(EvalConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _need_checkpoint(self.checkpoint)
         _choice("split", self.split, SPLITS)
         _device(self.device)
+        for key in ("max_sentences", "num_threads"):
+            if getattr(self, key) is not None:
+                _positive_int(key, getattr(self, key))
 
 
 @dataclass
@@ -298,9 +304,13 @@ class SampleConfig(DecodeConfig):
     from_mean: bool = True  # reconstruct from the posterior mean (false: from a posterior sample)
     seed: int = 0
     device: str = "auto"
+    num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _need_checkpoint(self.checkpoint)
+        if self.num_threads is not None:
+            _positive_int("num_threads", self.num_threads)
         if self.mode not in ("sample", "reconstruct", "interpolate"):
             raise ConfigError(f"mode={self.mode!r} is invalid: sample, reconstruct or interpolate")
         _positive_int("n", self.n)
@@ -308,3 +318,9 @@ class SampleConfig(DecodeConfig):
             raise ConfigError(f"steps={self.steps!r} is invalid: an integer >= 2 (both ends included)")
         _choice("interpolation", self.interpolation, ("linear", "slerp"))
         _device(self.device)
+
+
+def _need_checkpoint(value: str) -> None:
+    if value in (MISSING, None, ""):
+        raise ConfigError("checkpoint= is missing: give a run directory, a checkpoint file or an "
+                          "export folder (checkpoint=outputs/<date>/<time>)")

@@ -1,0 +1,81 @@
+"""Figures of the report beside the table: helpers for the curves, and the search figure of
+an Optuna sweep (vae_text.report draws them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def per_token(curves: dict, split: str) -> tuple[list, list]:
+    """A split's rec in nats per token: train/rec_per_token where logged, else val's rec scaled
+    by its sentences over its tokens (per-sentence rec jumps with the length of a bucketed batch)."""
+    if split == "train":
+        return curves["train/rec_per_token"] if curves["train/rec_per_token"][0] else curves["train/rec"]
+    steps, rec = curves["val/rec"]
+    ratio = [s / t for s, t in zip(curves["val/sentences"][1], curves["val/tokens"][1])]
+    return (steps, [r * q for r, q in zip(rec, ratio)]) if len(ratio) == len(rec) else (steps, rec)
+
+
+def run_labels(rows: list[dict]) -> list[str]:
+    """Short line labels: β in a β sweep, else the overrides that tell the runs apart."""
+    betas = [r["beta"] for r in rows]
+    if None not in betas and len(set(betas)) == len(betas):
+        return [f"β={b:.3g}" for b in betas]
+    split = [r["overrides"].split() for r in rows]
+    common = set.intersection(*map(set, split)) if split else set()
+    return [" ".join(o for o in s if o not in common) or r["run"] for r, s in zip(rows, split)]
+
+
+def swept_values(rows: list[dict]) -> dict[str, list[float]]:
+    """The numeric overrides that differ between runs (a sweep's or a search's parameters)."""
+    values: dict[str, list] = {}
+    for r in rows:
+        pairs = dict(o.split("=", 1) for o in r["overrides"].split() if "=" in o)
+        for key, value in pairs.items():
+            values.setdefault(key.lstrip("+"), []).append(value)
+    out = {}
+    for key, vals in values.items():
+        try:
+            numbers = [float(v) for v in vals]
+        except ValueError:
+            continue
+        if len(numbers) == len(rows) and len(set(numbers)) > 1:
+            out[key] = numbers
+    return out
+
+
+def plot_search(rows: list[dict], path: Path) -> bool:
+    """A sweep's or search's score (the best validation value each job returned) against each
+    swept parameter, and by the order the jobs finished. False when there is nothing to draw."""
+    done = [r for r in rows if any(k.startswith("best_val_") for k in r)]
+    if len(done) < 2:
+        return False
+    monitor = next(k for k in done[0] if k.startswith("best_val_"))
+    done = [r for r in done if monitor in r]
+    params = swept_values(done)
+    if not params:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    score = [r[monitor] for r in done]
+    order = sorted(range(len(done)), key=lambda i: (done[i]["path"] / "results.json").stat().st_mtime)
+    fig, axes = plt.subplots(1, len(params) + 1, figsize=(3.6 * (len(params) + 1), 3.6), squeeze=False)
+    axes = axes[0]
+    best_so_far = [min(score[j] for j in order[: n + 1]) for n in range(len(order))]
+    axes[0].plot(range(1, len(order) + 1), [score[i] for i in order], "o", ms=4, label="job")
+    axes[0].plot(range(1, len(order) + 1), best_so_far, "-", color="C3", label="best so far")
+    axes[0].set(xlabel="job (in the order it finished)", title="search",
+                ylabel=f"validation {monitor[9:]} (nats / sentence)")
+    axes[0].legend(fontsize=7)
+    for ax, (key, xs) in zip(axes[1:], params.items()):
+        ax.scatter(xs, score, s=14, c=[order.index(i) for i in range(len(done))], cmap="viridis")
+        if min(xs) > 0 and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+        ax.set(xlabel=key, title=key.rpartition(".")[2])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
