@@ -25,7 +25,9 @@ def test_help_lists_each_commands_own_keys():
     assert "+experiment=smoke: A tiny run that finishes in seconds" in out
     evaluate = cli("evaluate", "--help").stdout
     assert "max_sentences=None  # a quick look" in evaluate and "iw_samples=500  # K of" in evaluate
-    assert "train.epochs" not in evaluate and "decoding=" not in evaluate and "Experiments" not in evaluate
+    keys = [line.split("=")[0].strip() for line in evaluate.splitlines() if "=" in line]
+    assert "train.epochs" not in evaluate and "Experiments" not in evaluate
+    assert "decoding" not in keys and "gen.decoding" in keys  # sample's key; the suite's own
     sample = cli("sample", "-h").stdout
     assert "decoding='greedy'  # the strategy" in sample and "num_threads=None" in sample
     assert "iw_samples" not in sample and "train.epochs" not in sample

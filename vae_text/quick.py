@@ -30,9 +30,9 @@ def compose_train(overrides: list[str]):
     from vae_text.config import register
 
     register()
-    here = Path(__file__).resolve().parent
-    conf = here / "conf" if (here / "conf").is_dir() else here.parent / "conf"
-    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+    from vae_text.utils import conf_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
         return compose("train", overrides=overrides)
 
 

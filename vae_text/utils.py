@@ -41,6 +41,15 @@ def _config_path() -> str:
 CONFIG_PATH = _config_path()  # what every @hydra.main entry point is given
 
 
+def conf_dir() -> Path:
+    """The configs as a folder on disk: the installed package `vae_text.conf`, or the checkout's
+    top-level `conf/`."""
+    spec = importlib.util.find_spec("vae_text.conf")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[1] / "conf"
+
+
 def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], None]) -> Path:
     """Write text (UTF-8), bytes, or whatever `data(file)` writes to a binary file, atomically.
 

@@ -82,11 +82,11 @@ def entry_help(module: str) -> str:
     parts = [f"python -m vae_text.{name} [key=value ...]", "", doc, "", "Options (key=default):"]
     parts += options(schema)
     if name == "train":
-        conf = Path(__file__).resolve().parent / "conf"
-        conf = conf if conf.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+        from vae_text.utils import conf_dir
+
         parts += ["", "Groups: data=, tokenizer=, model=, objective=, optim=, logger=, "
                   "hparams_search= (python -m vae_text.train --hydra-help lists their options)",
-                  "", "Experiments:", *experiments(conf)]
+                  "", "Experiments:", *experiments(conf_dir())]
     parts += ["", "Every resolved key: --cfg job.  Hydra's own options: --hydra-help."]
     return "\n".join(parts)
 
