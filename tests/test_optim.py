@@ -51,6 +51,27 @@ def test_build_optimizer(name, kind):
         assert torch.allclose(p.detach(), torch.full((3,), 0.5))
 
 
+def test_adam_is_fused_and_steps_as_torchs_adam():
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g)]
+    grads = [[torch.randn(p.shape, generator=g) for p in start] for _ in range(4)]
+    cfg = OptimConfig(lr=0.01, betas=(0.8, 0.95), weight_decay=0.1)
+    ours = [torch.nn.Parameter(p.clone()) for p in start]
+    ref = [torch.nn.Parameter(p.clone()) for p in start]
+    opt = build_optimizer(ours, cfg)
+    ref_opt = torch.optim.Adam(ref, lr=0.01, betas=(0.8, 0.95), weight_decay=0.1, foreach=False)
+    assert opt.defaults["fused"] is True
+    for step in grads:
+        for a, b, gr in zip(ours, ref, step, strict=True):
+            a.grad, b.grad = gr.clone(), gr.clone()
+        opt.step()
+        ref_opt.step()
+    for a, b, p in zip(ours, ref, start, strict=True):
+        assert (a.detach() - p).abs().min() > 1e-4  # every entry moved
+        torch.testing.assert_close(a.detach(), b.detach())
+    assert opt.state_dict()["state"][0].keys() == ref_opt.state_dict()["state"][0].keys()
+
+
 def test_uniform_init_bounds_and_padding():
     emb = torch.nn.Embedding(13, 5, padding_idx=0)
     lstm = torch.nn.LSTM(5, 7)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -30,7 +31,13 @@ class Encoder(nn.Module, ABC):
 
 
 class LSTMEncoder(Encoder):
-    """Embedding + LSTM; returns the last layer's final hidden state (both directions)."""
+    """Embedding + LSTM; returns the last layer's final hidden state (both directions).
+
+    Padding is on the right, so a unidirectional LSTM run over the padded batch has reached each
+    sentence's final state at its last real token, before any padding: that output is read and the
+    rest ignored (faster than packing the batch). The backward direction of a bidirectional LSTM
+    would start in the padding, so it packs the batch instead.
+    """
 
     def __init__(self, vocab_size: int, cfg: ModelConfig, pad_id: int):
         super().__init__()
@@ -41,6 +48,10 @@ class LSTMEncoder(Encoder):
         self.out_size = cfg.encoder_hidden * self.directions
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if self.directions == 1:
+            out, _ = self.lstm(self.embed(tokens))  # (B, T, H): the last layer at every position
+            last = (lengths - 1).to(out.device)  # (B,) each sentence's last real token
+            return out[torch.arange(out.shape[0], device=out.device), last]  # (B, H)
         packed = pack_padded_sequence(self.embed(tokens), lengths.cpu(), batch_first=True,
                                       enforce_sorted=False)
         _, (h, _) = self.lstm(packed)  # h: (layers * directions, B, H), layer-major

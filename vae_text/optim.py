@@ -28,7 +28,12 @@ from vae_text.errors import CheckpointError
 
 
 def adam(params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    # fused: one kernel per step over all parameters (on CPU too), instead of a dozen ops per
+    # parameter; the same update up to float rounding, and the same state_dict
+    params = list(params)
+    fused = all(isinstance(p, torch.Tensor) and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                            fused=fused or None)
 
 
 def sgd(params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
