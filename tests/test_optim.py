@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -12,7 +13,7 @@ from conftest import compose_cfg, tiny_overrides
 from vae_text.checkpoint import load_checkpoint
 from vae_text.config import OptimConfig
 from vae_text.model import initialize
-from vae_text.optim import PlateauDecay, build_optimizer
+from vae_text.optim import PlateauDecay, build_optimizer, load_optimizer_state
 from vae_text.train import train
 
 
@@ -70,6 +71,22 @@ def test_adam_is_fused_and_steps_as_torchs_adam():
         assert (a.detach() - p).abs().min() > 1e-4  # every entry moved
         torch.testing.assert_close(a.detach(), b.detach())
     assert opt.state_dict()["state"][0].keys() == ref_opt.state_dict()["state"][0].keys()
+
+
+def test_loading_an_unfused_adams_state_keeps_the_fused_kernel():
+    old = [torch.nn.Parameter(torch.randn(4, 3))]
+    plain = torch.optim.Adam(old, lr=0.1, foreach=False)  # as checkpoints before fused Adam
+    old[0].grad = torch.ones(4, 3)
+    plain.step()
+    new = [torch.nn.Parameter(old[0].detach().clone())]
+    opt = build_optimizer(new, OptimConfig(lr=0.1))
+    load_optimizer_state(opt, copy.deepcopy(plain.state_dict()))  # as read from a file
+    assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["foreach"] is None
+    old[0].grad, new[0].grad = torch.full((4, 3), 2.0), torch.full((4, 3), 2.0)
+    plain.step()
+    opt.step()  # continues from the loaded moments and step count
+    assert opt.state[new[0]]["step"].item() == 2.0
+    torch.testing.assert_close(new[0].detach(), old[0].detach())
 
 
 def test_uniform_init_bounds_and_padding():

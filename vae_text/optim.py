@@ -49,6 +49,16 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig,
     return OPTIMIZERS[cfg.name](params, cfg, cfg.lr if lr is None else lr)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)`, keeping this optimizer's implementation (fused or not):
+    torch would take the saved groups' flag, so a checkpoint from an unfused Adam would resume
+    with the slow per-parameter loop."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, kernels, strict=True):
+        group.update(kept)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
