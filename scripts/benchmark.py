@@ -181,13 +181,14 @@ def main() -> None:
     if sync:
         torch.cuda.synchronize()
     runs = {"project": [], "bare": []}  # (tokens, seconds) of each block
-    for r in range(max(1, args.steps // args.block)):
+    block = max(1, min(args.block, args.steps))
+    for r in range(max(1, args.steps // block)):
         for name in order if r % 2 == 0 else order[::-1]:
-            runs[name].append(timed(fns[name], args.block, sync))
+            runs[name].append(timed(fns[name], block, sync))
 
     tokens = sum(t for t, _ in runs["project"])
     seconds = sum(s for _, s in runs["project"])
-    steps = len(runs["project"]) * args.block
+    steps = len(runs["project"]) * block
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"overrides: {' '.join(args.overrides)}")
     print(f"machine: {platform.machine()} {platform.processor() or ''} | device {trainer.device} | "
@@ -199,12 +200,14 @@ def main() -> None:
         rate = {k: [t / s for t, s in v] for k, v in runs.items()}
         ratios = [p / b for p, b in zip(rate["project"], rate["bare"], strict=True)]
         print(f"bare step:      batch {bare.B} x {bare.T} tokens (fixed length), "
-              f"{len(runs['bare'])} blocks of {args.block} steps alternating with the project's")
+              f"{len(runs['bare'])} blocks of {block} steps alternating with the project's")
         print(f"median tokens/s per block: project {statistics.median(rate['project']):,.0f} | "
               f"bare {statistics.median(rate['bare']):,.0f}")
         print(f"project / bare: {statistics.median(ratios):.2f}x (median of {len(ratios)} block "
               f"pairs; min {min(ratios):.2f}, max {max(ratios):.2f})")
-    print(f"peak RSS:       {peak_kib / 1024:,.0f} MiB" + (" (both models)" if bare else ""))
+    if bare:
+        print("(the peak RSS below covers both models; --no-bare measures the project's alone)")
+    print(f"peak RSS:       {peak_kib / 1024:,.0f} MiB")
     if sync:
         print(f"peak CUDA mem:  {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB")
 
