@@ -1,13 +1,22 @@
-"""Training throughput and peak memory of a model on real batches.
+"""Training throughput and peak memory of a model on real batches, against a bare reference step.
 
     python scripts/benchmark.py                      # the ptb experiment's model, batch 32
     python scripts/benchmark.py +experiment=ptb_large train.batch_size=64 --steps 300
     python scripts/benchmark.py +experiment=ptb_transformer    # any experiment, any decoder
+    python scripts/benchmark.py +experiment=ptb --profile 20   # torch.profiler table of 20 steps
 
 Composes the real Hydra config (any overrides), builds the model and optimizer exactly as
 `vae_text.train` does, runs `--warmup` untimed steps then `--steps` timed training steps on
 length-grouped training batches, and prints tokens/s (words + <eos>, the tokens the loss scores)
 and the process's peak RSS.
+
+Beside it, in the same process, runs a *bare* step of the same model: plain nn.Embedding /
+nn.LSTM / nn.Linear modules of the same sizes (z into the decoder the same way, the same dropouts),
+fixed-length batches of the training split's mean sentence length cut from its token stream (no
+padding, no masks, no lengths), cross-entropy over every position, the KL in closed form, the same
+gradient clipping and optimizer settings (torch's default Adam/SGD). The two alternate in blocks of
+`--block` steps (A B B A ...), so a loaded or drifting machine slows both alike; each block's
+tokens/s is recorded and the medians, and the median of the per-round ratios, are printed.
 """
 
 from __future__ import annotations
@@ -16,25 +25,132 @@ import argparse
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from torch import Tensor, nn
 
 from vae_text.batches import batch_plan, iterate
-from vae_text.config import TrainRunConfig, register
+from vae_text.config import ModelConfig, TrainRunConfig, register
 from vae_text.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
+class BareVAE(nn.Module):
+    """The project's LSTM VAE (or LM, `kind=lm`) at the sizes of `m`, as a plain fixed-length model."""
+
+    def __init__(self, vocab: int, m: ModelConfig):
+        super().__init__()
+        self.latent = m.latent_size if m.kind == "vae" else 0
+        self.concat = self.latent > 0 and m.conditioning in ("concat", "both")
+        self.init = self.latent > 0 and m.conditioning in ("init", "both")
+        self.layers, self.hidden = m.decoder_layers, m.decoder_hidden
+        if self.latent:
+            self.enc_embed = nn.Embedding(vocab, m.embed_size)
+            self.encoder = nn.LSTM(m.embed_size, m.encoder_hidden, m.encoder_layers,
+                                   batch_first=True, bidirectional=m.bidirectional)
+            self.head = nn.Linear(m.encoder_hidden * (2 if m.bidirectional else 1), 2 * self.latent)
+        self.dec_embed = nn.Embedding(vocab, m.embed_size)
+        self.decoder = nn.LSTM(m.embed_size + (self.latent if self.concat else 0), self.hidden,
+                               self.layers, batch_first=True)
+        self.init_state = nn.Linear(self.latent, 2 * self.layers * self.hidden) if self.init else None
+        self.embed_dropout, self.output_dropout = nn.Dropout(m.embed_dropout), nn.Dropout(m.output_dropout)
+        self.proj = nn.Linear(self.hidden, vocab)
+
+    def forward(self, targets: Tensor, inputs: Tensor, beta: float) -> Tensor:
+        """Mean over sentences of rec + beta * KL for targets (B, T) and decoder inputs (B, T)."""
+        B = targets.shape[0]
+        x = self.embed_dropout(self.dec_embed(inputs))  # (B, T, E)
+        state, kl = None, targets.new_zeros((), dtype=torch.float)
+        if self.latent:
+            _, (h, _) = self.encoder(self.enc_embed(targets))
+            features = h[-2:].transpose(0, 1).reshape(B, -1) if self.encoder.bidirectional else h[-1]
+            mu, logvar = self.head(features).chunk(2, dim=-1)  # (B, Z)
+            z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum()
+            if self.concat:
+                x = torch.cat([x, z[:, None].expand(-1, x.shape[1], -1)], dim=-1)
+            if self.init:
+                s = self.init_state(z).view(B, 2, self.layers, self.hidden)
+                state = (torch.tanh(s[:, 0]).transpose(0, 1).contiguous(),
+                         s[:, 1].transpose(0, 1).contiguous())
+        h, _ = self.decoder(x, state)  # (B, T, H)
+        logits = self.proj(self.output_dropout(h))  # (B, T, V)
+        rec = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+        return (rec + beta * kl) / B
+
+
+class BareStep:
+    """One optimizer step of `BareVAE` on fixed-length batches cut from the split's token stream."""
+
+    def __init__(self, trainer: Trainer, split):
+        s = trainer.s
+        torch.manual_seed(s.seed)
+        vocab = len(trainer.corpus.tokenizer)
+        self.model = BareVAE(vocab, s.model).to(trainer.device).train()
+        o = s.optim
+        self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=o.betas,
+                                           weight_decay=o.weight_decay) if o.name == "adam" else
+                          torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                          weight_decay=o.weight_decay))
+        self.clip, self.device = o.clip_norm, trainer.device
+        self.B = s.train.batch_size
+        self.T = max(2, round(split.num_tokens / len(split)))  # the mean sentence length, <eos> included
+        n = split.num_tokens // (self.B * self.T)
+        self.stream = split.ids[: n * self.B * self.T].long().view(n, self.B, self.T)
+        self.bos, self.i = trainer.corpus.tokenizer.bos_id, 0
+
+    def __call__(self, beta: float = 1.0) -> int:
+        targets = self.stream[self.i % len(self.stream)].to(self.device)
+        self.i += 1
+        inputs = torch.cat([torch.full_like(targets[:, :1], self.bos), targets[:, :-1]], dim=1)
+        loss = self.model(targets, inputs, beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        return self.B * self.T
+
+
+def profile(name: str, fn, steps: int, rows: int = 25) -> None:
+    """torch.profiler's table of `steps` calls of the step fn(), by self CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            fn()
+    print(f"{name} step, {steps} steps:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def timed(fn, steps: int, sync: bool) -> tuple[int, float]:
+    """Tokens of `steps` calls of fn() (each returns its tokens) and their wall seconds."""
+    tokens, started = 0, time.perf_counter()
+    for _ in range(steps):
+        tokens += fn()
+    if sync:
+        torch.cuda.synchronize()
+    return tokens, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", default=["+experiment=ptb"])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=200, help="timed steps of each")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--block", type=int, default=10, help="steps per block of the alternation")
+    parser.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the bare reference step (--no-bare: the project's alone)")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="print torch.profiler's table of this many project steps and stop")
     args = parser.parse_args()
 
     register()  # the schemas conf/ is composed on
@@ -49,29 +165,54 @@ def main() -> None:
                       pool=settings.data.bucket_pool)
     trainer.plan = plan  # the aggressive inner loop draws its batches from it
     batches = iterate(split, plan)
+    bare = BareStep(trainer, split) if args.bare else None
+    sync = trainer.device.type == "cuda"
 
+    def project() -> int:
+        return trainer.train_step(next(batches))["tokens"]
+
+    order = ["project", "bare"] if bare else ["project"]
+    fns = {"project": project, "bare": bare}
     for _ in range(args.warmup):
-        trainer.train_step(next(batches))
-    if trainer.device.type == "cuda":
+        for name in order:
+            fns[name]()
+    if args.profile:
+        for name in order:
+            profile(name, fns[name], args.profile)
+        return
+    if sync:
         torch.cuda.synchronize()
-    tokens, started = 0, time.perf_counter()
-    for _ in range(args.steps):
-        tokens += trainer.train_step(next(batches))["tokens"]
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    runs = {"project": [], "bare": []}  # (tokens, seconds) of each block
+    block = max(1, min(args.block, args.steps))
+    for r in range(max(1, args.steps // block)):
+        for name in order if r % 2 == 0 else order[::-1]:
+            runs[name].append(timed(fns[name], block, sync))
 
+    tokens = sum(t for t, _ in runs["project"])
+    seconds = sum(s for _, s in runs["project"])
+    steps = len(runs["project"]) * block
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"overrides: {' '.join(args.overrides)}")
     print(f"machine: {platform.machine()} {platform.processor() or ''} | device {trainer.device} | "
           f"torch {torch.__version__} | threads {torch.get_num_threads()}")
     # other processes slow the figures down: say how busy the machine was (1-minute average)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"batch {settings.train.batch_size} | {args.steps} steps | {tokens} tokens | {seconds:.2f} s")
+    print(f"batch {settings.train.batch_size} | {steps} steps | {tokens} tokens | {seconds:.2f} s")
     print(f"train tokens/s: {tokens / seconds:,.0f}")
-    print(f"sentences/s:    {args.steps * settings.train.batch_size / seconds:,.1f}")
+    print(f"sentences/s:    {steps * settings.train.batch_size / seconds:,.1f}")
+    if bare:
+        rate = {k: [t / s for t, s in v] for k, v in runs.items()}
+        ratios = [p / b for p, b in zip(rate["project"], rate["bare"], strict=True)]
+        print(f"bare step:      batch {bare.B} x {bare.T} tokens (fixed length), "
+              f"{len(runs['bare'])} blocks of {block} steps alternating with the project's")
+        print(f"median tokens/s per block: project {statistics.median(rate['project']):,.0f} | "
+              f"bare {statistics.median(rate['bare']):,.0f}")
+        print(f"project / bare: {statistics.median(ratios):.2f}x (median of {len(ratios)} block "
+              f"pairs; min {min(ratios):.2f}, max {max(ratios):.2f})")
+    if bare:
+        print("(the peak RSS below covers both models; --no-bare measures the project's alone)")
     print(f"peak RSS:       {peak_kib / 1024:,.0f} MiB")
-    if trainer.device.type == "cuda":
+    if sync:
         print(f"peak CUDA mem:  {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB")
 
 

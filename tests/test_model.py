@@ -99,6 +99,32 @@ def test_sentence_loss_does_not_depend_on_batch_or_padding(conditioning):
         torch.testing.assert_close(alone.logvar[0], logvar[i])
 
 
+@pytest.mark.parametrize("encoder_layers,bidirectional", [(2, False), (1, True)])
+def test_sentence_gradients_do_not_depend_on_batch_or_padding(encoder_layers, bidirectional):
+    # training mode (dropout off, so nothing random but eps): the gradient of one sentence's
+    # rec + KL is the same in a padded batch as alone with extra padding, through the encoder
+    # that reads its last real position and through sentence_nll's own backward
+    torch.manual_seed(0)
+    model = build_model(cfg(encoder_layers=encoder_layers, bidirectional=bidirectional,
+                            decoder_layers=2), VOCAB).train()
+    sents = sentences()
+    tokens, lengths = pad(sents)
+    eps = torch.randn(5, 4)
+
+    def grads(t, n, e, row):
+        model.zero_grad()
+        out = model(t, n, eps=e)
+        (out.rec[row] + out.kl[row].sum()).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for i, s in enumerate(sents):
+        alone, alone_len = pad([s])
+        alone = torch.cat([alone, torch.full((1, 6), PAD)], 1)  # more padding than the batch has
+        for got, want in zip(grads(tokens, lengths, eps, i), grads(alone, alone_len, eps[i:i + 1], 0),
+                             strict=True):
+            torch.testing.assert_close(got, want)
+
+
 def test_reconstruction_is_the_sum_of_token_nll():
     torch.manual_seed(0)
     model = build_model(cfg(), VOCAB).eval()

@@ -44,6 +44,37 @@ def test_sentence_nll_sums_token_nll_per_sentence():
     torch.testing.assert_close(nll, expected)
 
 
+def test_sentence_nll_values_and_gradients_are_cross_entropys():
+    # N 11 tokens, V 7 classes, B 4 sentences; sentences weighted unequally so that the gradient
+    # reaching each token differs (as the KL-free parts of a loss do not)
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(11, 7, generator=g, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(7, (11,), generator=g)
+    rows = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3])
+    weights = torch.tensor([0.5, -1.0, 2.0, 3.0], dtype=torch.float64)
+    nll = sentence_nll(logits, targets, rows, batch_size=4)
+    (nll * weights).sum().backward()
+    ref = logits.detach().clone().requires_grad_()
+    tokens = torch.nn.functional.cross_entropy(ref, targets, reduction="none")
+    expected = torch.stack([tokens[rows == b].sum() for b in range(4)])
+    (expected * weights).sum().backward()
+    assert torch.equal(nll.detach(), expected.detach())  # the same values, bit for bit
+    torch.testing.assert_close(logits.grad, ref.grad)
+    # by hand: d/dlogits of w * -log softmax[target] = w * (softmax - onehot)
+    hand = (torch.softmax(logits.detach(), -1) - torch.nn.functional.one_hot(targets, 7)) * weights[rows, None]
+    torch.testing.assert_close(logits.grad, hand)
+    with torch.no_grad():  # evaluation: no gradient buffer, the same values
+        assert torch.equal(sentence_nll(logits, targets, rows, 4), expected.detach())
+
+
+def test_sentence_nll_backward_runs_once():
+    logits = torch.randn(5, 3, requires_grad=True)
+    nll = sentence_nll(logits, torch.tensor([0, 2, 1, 1, 0]), torch.tensor([0, 0, 1, 1, 1]), 2)
+    nll.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backpropagated twice"):
+        nll.sum().backward()
+
+
 def test_elbo_loss_averages_both_terms_over_sentences():
     rec = torch.tensor([10.0, 20.0, 30.0])
     kl = torch.tensor([[0.5, 0.5], [1.5, 0.5], [2.0, 4.0]])  # (B, Z): 1, 2 and 6 nats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -12,7 +13,7 @@ from conftest import compose_cfg, tiny_overrides
 from vae_text.checkpoint import load_checkpoint
 from vae_text.config import OptimConfig
 from vae_text.model import initialize
-from vae_text.optim import PlateauDecay, build_optimizer
+from vae_text.optim import PlateauDecay, build_optimizer, load_optimizer_state
 from vae_text.train import train
 
 
@@ -49,6 +50,43 @@ def test_build_optimizer(name, kind):
     opt.step()
     if name == "sgd":  # plain SGD: p - lr * g, exactly
         assert torch.allclose(p.detach(), torch.full((3,), 0.5))
+
+
+def test_adam_is_fused_and_steps_as_torchs_adam():
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g)]
+    grads = [[torch.randn(p.shape, generator=g) for p in start] for _ in range(4)]
+    cfg = OptimConfig(lr=0.01, betas=(0.8, 0.95), weight_decay=0.1)
+    ours = [torch.nn.Parameter(p.clone()) for p in start]
+    ref = [torch.nn.Parameter(p.clone()) for p in start]
+    opt = build_optimizer(ours, cfg)
+    ref_opt = torch.optim.Adam(ref, lr=0.01, betas=(0.8, 0.95), weight_decay=0.1, foreach=False)
+    assert opt.defaults["fused"] is True
+    for step in grads:
+        for a, b, gr in zip(ours, ref, step, strict=True):
+            a.grad, b.grad = gr.clone(), gr.clone()
+        opt.step()
+        ref_opt.step()
+    for a, b, p in zip(ours, ref, start, strict=True):
+        assert (a.detach() - p).abs().min() > 1e-4  # every entry moved
+        torch.testing.assert_close(a.detach(), b.detach())
+    assert opt.state_dict()["state"][0].keys() == ref_opt.state_dict()["state"][0].keys()
+
+
+def test_loading_an_unfused_adams_state_keeps_the_fused_kernel():
+    old = [torch.nn.Parameter(torch.randn(4, 3))]
+    plain = torch.optim.Adam(old, lr=0.1, foreach=False)  # as checkpoints before fused Adam
+    old[0].grad = torch.ones(4, 3)
+    plain.step()
+    new = [torch.nn.Parameter(old[0].detach().clone())]
+    opt = build_optimizer(new, OptimConfig(lr=0.1))
+    load_optimizer_state(opt, copy.deepcopy(plain.state_dict()))  # as read from a file
+    assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["foreach"] is None
+    old[0].grad, new[0].grad = torch.full((4, 3), 2.0), torch.full((4, 3), 2.0)
+    plain.step()
+    opt.step()  # continues from the loaded moments and step count
+    assert opt.state[new[0]]["step"].item() == 2.0
+    torch.testing.assert_close(new[0].detach(), old[0].detach())
 
 
 def test_uniform_init_bounds_and_padding():

@@ -30,3 +30,5 @@ def test_benchmark_script_prints_its_figures(corpus_dir, tmp_path):  # noqa: F81
     figures = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
     assert float(figures["train tokens/s"].replace(",", "")) > 0
     assert figures["peak RSS"].strip().endswith("MiB")
+    ratio = figures["project / bare"].split("x")[0]  # the bare reference step ran beside it
+    assert float(ratio) > 0

@@ -18,6 +18,7 @@ import torch
 
 from vae_text.config import ModelConfig
 from vae_text.errors import CheckpointError
+from vae_text.optim import load_optimizer_state
 from vae_text.utils import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
@@ -95,7 +96,7 @@ def training_blob(trainer, full: bool) -> dict[str, Any]:
 def restore(trainer, blob: dict[str, Any]) -> None:
     """Put a trainer back where `training_blob(trainer, full=True)` found it."""
     trainer.model.load_state_dict(blob["model"])
-    trainer.optimizer.load_state_dict(blob["optimizer"])
+    load_optimizer_state(trainer.optimizer, blob["optimizer"])
     if trainer.plateau is not None and blob.get("plateau") is not None:
         trainer.plateau.load_state_dict(blob["plateau"])
     state, remedies = _upgrade(blob)

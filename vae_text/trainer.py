@@ -156,7 +156,7 @@ class Trainer:
             out = self.net(to(batch.tokens), batch.lengths[rows].to(self.device),
                            eps=None if eps is None else eps[rows].to(self.device), word_noise=to(word_noise))
         rec, kl = out.rec.float() * share, out.kl.float() * share
-        totals = d.all_sum([rec.sum().item(), *kl.sum(0).tolist()])
+        totals = d.all_sum(torch.cat([rec.sum()[None], kl.sum(0)]).tolist())  # one device sync
         kl_dims = torch.tensor(totals[1:])
         dim_mean = (kl_dims / B).to(self.device, kl.dtype)
         kl_term = free_bits_kl(kl, o.free_bits, o.free_bits_mode, dim_mean) * share

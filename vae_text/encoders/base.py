@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -37,7 +38,13 @@ class Encoder(nn.Module, ABC):
 
 
 class LSTMEncoder(Encoder):
-    """Embedding + LSTM; returns the last layer's final hidden state (both directions)."""
+    """Embedding + LSTM; returns the last layer's final hidden state (both directions).
+
+    Padding is on the right, so a unidirectional LSTM run over the padded batch has reached each
+    sentence's final state at its last real token, before any padding: that output is read and the
+    rest ignored (faster than packing the batch). The backward direction of a bidirectional LSTM
+    would start in the padding, so it packs the batch instead.
+    """
 
     def __init__(self, vocab_size: int, cfg: ModelConfig, pad_id: int):
         super().__init__()
@@ -52,6 +59,11 @@ class LSTMEncoder(Encoder):
         return self.encode_embedded(self.embed(tokens), lengths)
 
     def encode_embedded(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """Features (B, out_size) of embedded sentences `inputs` (B, T, E) of `lengths`."""
+        if self.directions == 1:  # padding is on the right: read each sentence's last real token
+            out, _ = self.lstm(inputs)  # (B, T, H): the last layer at every position
+            last = (lengths - 1).to(out.device)  # (B,)
+            return out[torch.arange(out.shape[0], device=out.device), last]  # (B, H)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True,
                                       enforce_sorted=False)
         _, (h, _) = self.lstm(packed)  # h: (layers * directions, B, H), layer-major
