@@ -178,3 +178,16 @@ def test_pretraining_to_convergence_ends_its_phase_on_lr_decays(corpus_dir, tmp_
     best_rec = min(r["val/rec"] for r in pre)
     assert best_rec < pre[-1]["val/rec"] or pre[-1]["val/rec"] == best_rec
     assert [r["val/lr"] for r in pre][0] == 2.0 and rows[ae_epochs]["val/lr"] == 2.0  # fresh VAE lr
+
+
+def test_bn_vae_trains_through_a_batch_of_one_sentence(corpus_dir, tmp_path):
+    # 120 training sentences in batches of 7 leave a last batch of one: BatchNorm has no batch
+    # statistics for it, so that sentence is normalised with the running ones
+    r = train(compose_cfg(tiny_overrides(corpus_dir, "model.bn_gamma=0.6", "train.epochs=1",
+                                         "eval.iw_samples=0")), tmp_path / "run")
+    assert r["epochs"] == 1 and r["test"]["kl"] > 0
+    model, tokens, lengths = model_and_batch(bn_gamma=0.6)
+    model.train()
+    one = model.encode(tokens[:1], lengths[:1]).mean
+    model.eval()
+    assert torch.allclose(one, model.encode(tokens[:1], lengths[:1]).mean)

@@ -242,7 +242,12 @@ class GaussianHead(nn.Module):
     def forward(self, h: Tensor) -> DiagonalGaussian:
         mu, logvar = self.linear(h).chunk(2, dim=-1)  # (B, Z) each
         if self.mu_bn is not None:
-            mu = self.mu_bn(mu)
+            if self.training and mu.shape[0] == 1:  # one sentence has no batch statistics:
+                bn = self.mu_bn  # normalise it with the running ones (as at evaluation)
+                mu = nn.functional.batch_norm(mu, bn.running_mean, bn.running_var, bn.weight,
+                                              bn.bias, training=False, eps=bn.eps)
+            else:
+                mu = self.mu_bn(mu)
         return DiagonalGaussian(mu, logvar)
 
 
