@@ -177,3 +177,24 @@ def test_ptb_test_counts_and_ppl_denominator(ptb_dir, ptb_cache):
                  full=False)
     assert (m["sentences"], m["tokens"]) == (3761, 82430)
     assert m["ppl_elbo"] == pytest.approx(math.exp(m["neg_elbo"] / 21.917), rel=1e-4)
+
+
+def test_mi_over_a_capped_subset():
+    sentences = [[WORDS[(i * j) % 3] for j in range(1 + i % 7)] for i in range(40)]
+    model, vocab, split = tiny_vae(latent=4, steps=40, sentences=sentences)
+    cfg = dict(iw_samples=0, reconstruct=False, progress=False, seed=3)
+    whole = evaluate(model, split, vocab, EvalConfig(**cfg))
+    assert whole["mi_sentences"] == 40
+    same = evaluate(model, split, vocab, EvalConfig(mi_max_sentences=40, **cfg))
+    assert same["mi"] == whole["mi"]  # a cap at N is the whole set
+    capped = evaluate(model, split, vocab, EvalConfig(mi_max_sentences=11, **cfg))
+    assert capped["mi_sentences"] == 11 and capped["mi"] <= math.log(11) + 1e-9
+    # the same 11 sentences (the seeded subset) evaluated on their own give the same MI
+    rows = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:11].sort().values
+    alone = evaluate(model, encode_split([sentences[i] for i in rows.tolist()], vocab), vocab,
+                     EvalConfig(**cfg))
+    assert capped["mi"] == pytest.approx(alone["mi"], rel=1e-6)
+    other = evaluate(model, split, vocab, EvalConfig(mi_max_sentences=11, batch_size=3, **cfg))
+    assert other["mi"] == pytest.approx(capped["mi"], rel=1e-6)  # the subset is the split's
+    with pytest.raises(Exception, match="eval.mi_max_sentences"):
+        EvalConfig(mi_max_sentences=1)

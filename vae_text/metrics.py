@@ -153,7 +153,7 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     rec_sum = torch.zeros((), dtype=torch.float64)
     iw_sum = torch.zeros((), dtype=torch.float64)
     kl_dims = torch.zeros((), dtype=torch.float64)  # becomes (Z,) or (1,): see latent.kl_term
-    posteriors, zs = [], []
+    posteriors, zs, order = [], [], []  # order: each posterior's position in the split
     correct = 0
     hyps, refs = [], []
     bar = tqdm(total=sum(int(split.lengths[i].sum()) for i in plan), unit="tok",
@@ -168,6 +168,7 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
             eps = sentence_noise(batch.tokens, batch.lengths, 1, q.noise_size, cfg.seed, "mi")[:, 0]
             posteriors.append(q.to("cpu"))
             zs.append(q.rsample(eps=eps).cpu())
+            order.append(batch.index.cpu())
         if do_iw:
             iw_sum -= iw_log_likelihood(model, batch, cfg.iw_samples, cfg.seed, cfg.memory_mb).sum().cpu()
         if do_recon:
@@ -181,9 +182,9 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     bar.close()
     model.train(was_training)
     if dist.active:  # every rank's share, in rank order: sums add, sentences concatenate
-        parts = dist.gather((rec_sum, iw_sum, kl_dims, posteriors, zs, correct, hyps, refs))
+        parts = dist.gather((rec_sum, iw_sum, kl_dims, posteriors, zs, correct, hyps, refs, order))
         rec_sum, iw_sum, kl_dims = (sum(p[k] for p in parts) for k in range(3))
-        posteriors, zs = ([t for p in parts for t in p[k]] for k in (3, 4))
+        posteriors, zs, order = ([t for p in parts for t in p[k]] for k in (3, 4, 8))
         correct = sum(p[5] for p in parts)
         hyps, refs = ([h for p in parts for h in p[k]] for k in (6, 7))
 
@@ -202,7 +203,15 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
         au, variances = active_units(q_all.mean, cfg.au_threshold)
         if kl_dims.numel() == model.latent_size:  # the KL has a closed form per dimension
             out["kl_per_dim"] = (kl_dims / n).tolist()
-        out.update(mi=mutual_information(q_all, torch.cat(zs)),
+        q_mi, z_mi = q_all, torch.cat(zs)
+        if cfg.mi_max_sentences is not None and n > cfg.mi_max_sentences:
+            # a seeded subset of the split's sentences, whatever the batches and ranks
+            g = torch.Generator().manual_seed(cfg.seed)
+            chosen = torch.randperm(n, generator=g)[: cfg.mi_max_sentences].sort().values
+            row_of = torch.empty(n, dtype=torch.long)
+            row_of[torch.cat(order)] = torch.arange(n)  # split position -> row of q_all
+            q_mi, z_mi = q_all.index(row_of[chosen]), z_mi[row_of[chosen]]
+        out.update(mi=mutual_information(q_mi, z_mi), mi_sentences=len(z_mi),
                    mi_estimator=MI_ESTIMATOR, au=au, au_threshold=cfg.au_threshold,
                    au_variances=variances)
         if do_iw:

@@ -111,6 +111,10 @@ class EvalConfig:
     batch_size: int = 64  # sentences per encoder pass
     memory_mb: int = 64  # working memory of one IW decoder chunk: small chunks stay in cache (faster)
     au_threshold: float = 0.01  # a unit is active if Var_x E_q[z_u] >= this
+    # MI over a seeded subset of at most this many sentences (null: the whole set, the field's
+    # estimator). Its cost grows as N^2 times a log-density; an IAF posterior inverts its flow for
+    # each of the N^2 pairs, over an hour on a CPU for PTB's valid set: ptb_iaf caps it.
+    mi_max_sentences: int | None = None
     reconstruct: bool = True  # greedy reconstructions, token accuracy, BLEU
     seed: int = 0  # the posterior noise (train.yaml ties it to the run's seed)
     progress: bool = True  # (train.yaml ties it to train.progress)
@@ -127,6 +131,10 @@ class EvalConfig:
                 raise ConfigError(f"{self.where}{key}={value!r} is invalid: a positive integer")
         if not self.au_threshold > 0:
             raise ConfigError(f"{self.where}au_threshold={self.au_threshold!r} is invalid: it must be > 0")
+        if self.mi_max_sentences is not None and (not isinstance(self.mi_max_sentences, int)
+                                                  or self.mi_max_sentences < 2):
+            raise ConfigError(f"{self.where}mi_max_sentences={self.mi_max_sentences!r} is invalid: "
+                              f"an integer >= 2, or null for the whole set")
 
 
 @dataclass
