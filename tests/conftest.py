@@ -66,6 +66,20 @@ def tiny_overrides(data_dir: Path, *extra: str) -> list[str]:
             "data.hub=null", *TINY, *extra]
 
 
+def fit_tiny(model, batch, steps: int, kl_weight: float = 0.3, lr: float = 0.02):
+    """A few full-batch Adam steps on rec + kl_weight * KL: a small model that uses its latent."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        out = model(batch.tokens, batch.lengths)
+        loss = out.rec.mean() + kl_weight * out.kl.sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 def compose_cfg(overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return compose("train", overrides=overrides)

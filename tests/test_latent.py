@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import compose_cfg, tiny_overrides
+from conftest import compose_cfg, fit_tiny, tiny_overrides
 from vae_text import latent
 from vae_text.config import ModelConfig
 from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
@@ -141,14 +141,7 @@ def small_vae(latent_size=2, steps=60):
     model = build_model(ModelConfig(embed_size=5, encoder_hidden=9, latent_size=latent_size,
                                     decoder_hidden=8), vocab)
     batch = collate(split, torch.arange(len(split)))
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(steps):
-        out = model(batch.tokens, batch.lengths)
-        loss = out.rec.mean() + 0.3 * out.kl.sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), batch
+    return fit_tiny(model, batch, steps), batch
 
 
 def test_sentence_noise_gives_the_same_z_as_the_formula():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import compose_cfg, tiny_overrides
+from conftest import compose_cfg, fit_tiny, tiny_overrides
 from vae_text.config import EvalConfig, ModelConfig, TrainRunConfig
 from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
 from vae_text.errors import ConfigError
@@ -36,14 +36,7 @@ def small_vae(family: str, latent_size=3, steps=40):
                       posterior=posterior, prior=prior, posterior_args=q_args, prior_args=p_args)
     model = build_model(cfg, vocab)
     batch = collate(split, torch.arange(len(split)))
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(steps):
-        out = model(batch.tokens, batch.lengths)
-        loss = out.rec.mean() + 0.3 * out.kl.sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), batch, split
+    return fit_tiny(model, batch, steps), batch, split
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
