@@ -100,7 +100,7 @@ class MetricsLogger:
                 log.info("wandb: offline run in %s; upload it with: wandb sync %s", folder, folder)
 
 
-CONSTANT_FIELDS = {"sentences", "tokens", "model_tokens", "au_threshold"}
+CONSTANT_FIELDS = {"sentences", "tokens", "model_tokens", "au_threshold", "mi_sentences"}
 
 
 def _to_log_files(line: str) -> None:
