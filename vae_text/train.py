@@ -141,11 +141,11 @@ def main(cfg: DictConfig) -> float:
         return run_job(cfg, train)
     try:
         results = train(cfg)
-    except VaeTextError as err:
+    except VaeTextError:
         from hydra.core.hydra_config import HydraConfig
 
         release(HydraConfig.get().runtime.output_dir, discard=True)  # the lock RunDirGuard took
-        raise err  # `cli` prints it as one line, exit status 2
+        raise  # `cli` prints it as one line, exit status 2
     return results[f"best_val_{cfg.train.monitor}"]  # what a sweeper minimises
 
 
