@@ -83,3 +83,22 @@ def test_language_model_decodes_without_latent():
     assert len(out) == 3 and out[0] == out[1] == out[2]
     with pytest.raises(ValueError, match="batch_size"):
         decode(m, None)
+
+
+def test_no_strategy_emits_pad_or_bos():
+    m = model()
+    with torch.no_grad():  # an untrained-looking model that puts nearly all its mass on them
+        m.decoder.proj.bias[m.pad_id] = 50.0
+        m.decoder.proj.bias[m.bos_id] = 49.0
+    strategies = (DecodeConfig("greedy", max_len=9), DecodeConfig("sample", max_len=9),
+                  DecodeConfig("top_k", top_k=2, max_len=9), DecodeConfig("top_p", top_p=0.5, max_len=9),
+                  DecodeConfig("beam", beam_size=3, max_len=9))
+    for cfg in strategies:
+        out = decode(m, z(), cfg, torch.Generator().manual_seed(0))
+        ids = {i for s in out for i in s}
+        assert not ids & {m.pad_id, m.bos_id}, cfg.strategy
+        # greedy then picks a real token at every step: no sentence comes out empty
+        if cfg.strategy == "greedy":
+            assert all(len(s) > 0 for s in out)
+    # with the specials forbidden, beam 1 is still exactly greedy
+    assert decode(m, z(), DecodeConfig("beam", beam_size=1, max_len=9)) == greedy_decode(m, z(), max_len=9)

@@ -3,6 +3,10 @@ and beam search.
 
 Every strategy stops a sentence at its first <eos> and copes with one that never emits it:
 `max_len` tokens at most, then the sentence is cut. Results are token ids without <bos>/<eos>.
+No strategy ever picks <pad> or <bos> (they are never targets, so a trained model gives them
+almost no mass; an untrained one would fill sentences with them): sampling draws from the model's
+distribution renormalised over the other tokens, and beam search scores with the model's own
+log-probabilities.
 Sampling draws from an explicit `torch.Generator`, so a seeded call is reproducible. The decoder
 is driven through its protocol only (`start`, `step`, `reorder`: vae_text.decoders).
 """
@@ -29,6 +33,12 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def forbid_specials(logits: Tensor, model: TextVAE) -> Tensor:
+    """Scores (B, V) with <pad> and <bos> set to -inf: tokens no sentence contains."""
+    return logits.index_fill(-1, torch.tensor([model.pad_id, model.bos_id], device=logits.device),
+                             float("-inf"))
 
 
 @torch.no_grad()
@@ -65,7 +75,7 @@ def _stepwise(model, z, cfg, generator, batch_size):
     state, steps = model.decoder.start(z, batch), []
     for _ in range(cfg.max_len):
         logits, state = model.decoder.step(inputs, state)
-        logits = logits.float()  # (B, V)
+        logits = forbid_specials(logits.float(), model)  # (B, V)
         if cfg.strategy == "greedy" or cfg.temperature == 0:
             nxt = logits.argmax(-1)
         else:
@@ -101,7 +111,7 @@ def _beam(model, z, cfg, batch_size):
     state = model.decoder.start(zz, batch * k)
     for t in range(cfg.max_len):
         logits, state = model.decoder.step(inputs, state)
-        logp = logits.float().log_softmax(-1)  # (B*k, V)
+        logp = forbid_specials(logits.float().log_softmax(-1), model)  # (B*k, V)
         vocab = logp.shape[-1]
         total = (scores[:, :, None] + logp.view(batch, k, vocab)).view(batch, k * vocab)
         top, idx = total.topk(2 * k, dim=-1)  # room for beams that end here
