@@ -21,9 +21,20 @@ declare -A recipe=(  # name -> experiment and overrides (budget: <= 2.5 h a run 
   [ptb_large_lm]="+experiment=ptb_large model=lm train.max_minutes=120"
   [ptb_large_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim train.max_minutes=110"
   [ptb_large_pretrain_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim remedy.pretrain_epochs=4 train.max_minutes=100"
+  # Transformer decoder (d_model 128, 2 blocks): the ptb rules (20 epochs, early stopping 3), so
+  # the same epochs as the LSTM rows at the same speed per step (README, Transformer decoders)
+  [ptb_transformer]="+experiment=ptb_transformer"
+  [ptb_transformer_fb]="+experiment=ptb_transformer_fb"
+  [ptb_transformer_lm]="+experiment=ptb_transformer_lm"
+  # latent families at the seed sizes, the ptb rules
+  [ptb_vmf]="+experiment=ptb_vmf"
+  [ptb_vamp]="+experiment=ptb_vamp"
+  [ptb_mog]="+experiment=ptb_mog"
+  [ptb_iaf]="+experiment=ptb_iaf"
 )
 order=(ptb_lm ptb_free_bits ptb ptb_cyclical ptb_bn ptb_pretrain_fb ptb_ae ptb_aggressive ptb_large_lm
-       ptb_large_fb ptb_large_pretrain_fb)
+       ptb_large_fb ptb_large_pretrain_fb ptb_transformer ptb_transformer_fb ptb_transformer_lm
+       ptb_vmf ptb_vamp ptb_mog ptb_iaf)
 [ $# -gt 0 ] && order=("$@")
 
 run() {  # name

@@ -226,3 +226,31 @@ def test_report_shows_the_generation_columns_and_the_quality_diversity_plot(corp
     assert plot_quality_diversity(done, tmp_path / "q.png") == ["β=0.3", "β=1"]
     assert plot_quality_diversity([{**d, "forward_ppl": None} for d in done], tmp_path / "n.png") == []
     assert not (tmp_path / "n.png").exists()
+
+
+def test_report_reads_the_generation_suite_of_an_evaluate_run(runs, tmp_path):
+    """The user's path: train, then `evaluate ... generation=true` (eval_test_k<K>.json beside the
+    run), then the report; a later quick look on a few sentences (_n<N>) is not taken."""
+    import shutil
+
+    from vae_text.evaluate import run as evaluate
+    from vae_text.report import main
+
+    root, _ = runs
+    sweep = tmp_path / "sweep"
+    shutil.copytree(root / "vae", sweep / "vae")
+    gen = {"samples": 11, "reverse_epochs": 1, "reference_lm": str(root / "lm"), "probe_steps": 20,
+           "interpolation_pairs": 2, "neighbours": 0}
+    whole = evaluate({"checkpoint": str(sweep / "vae"), "iw_samples": 0, "progress": False,
+                      "generation": True, "gen": gen})["generation"]
+    look = evaluate({"checkpoint": str(sweep / "vae"), "iw_samples": 0, "progress": False,
+                     "max_sentences": 5, "generation": True, "gen": {**gen, "seed": 3}})["generation"]
+    assert (sweep / "vae" / "eval_test_k0.json").is_file() and (sweep / "vae" / "eval_test_k0_n5.json").is_file()
+    assert look["reverse_ppl"] != whole["reverse_ppl"]
+    assert main([str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    import csv
+
+    (row,) = list(csv.DictReader((tmp_path / "rep.csv").open()))
+    for key in ("forward_ppl", "reverse_ppl", "distinct_2", "self_bleu", "copy_rate", "probe_accuracy"):
+        assert float(row[key]) == whole[key], key
+    assert (tmp_path / "rep_quality_diversity.png").is_file()

@@ -1,5 +1,5 @@
-"""Figures of the report beside the table: helpers for the curves, and the search figure of
-an Optuna sweep (vae_text.report draws them)."""
+"""Figures of the report beside the table: helpers for the curves, the quality-diversity figure
+of the generation suite, and the search figure of an Optuna sweep (vae_text.report draws them)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,38 @@ def plot_search(rows: list[dict], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def is_done(row: dict) -> bool:
+    """A run with a test evaluation: status "done" or "done (<what ended training>)"."""
+    return row["status"].startswith("done")
+
+
+def plot_quality_diversity(rows: list[dict], path: Path) -> list[str]:
+    """Forward PPL (fluency) against reverse PPL (coverage) of the finished runs that ran the
+    generation suite with a reference LM, labelled by beta: the quality-diversity trade-off.
+    Returns the labels drawn (none: no figure is written)."""
+    points = [r for r in rows if is_done(r) and r.get("forward_ppl") and r.get("reverse_ppl")]
+    if not points:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    betas = [r["beta"] for r in points]
+    by_beta = None not in betas and len(set(betas)) == len(betas)
+    labels = []
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter([r["forward_ppl"] for r in points], [r["reverse_ppl"] for r in points], zorder=3)
+    for r in sorted(points, key=lambda r: r["beta"] if by_beta else r["run"]):
+        labels.append(f"β={r['beta']:g}" if by_beta else r["run"])
+        ax.annotate(labels[-1], (r["forward_ppl"], r["reverse_ppl"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set(xlabel="forward PPL: samples under a reference LM (fluency; lower is better)",
+           ylabel="reverse PPL: test under an LM of samples (coverage; lower is better)",
+           title="quality and diversity of prior samples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return labels

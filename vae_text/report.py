@@ -10,7 +10,8 @@ and two figures: `<out>_rate_distortion.png` (KL against reconstruction, one poi
 with its beta, with beta = 1 ELBO iso-lines) and `<out>_curves.png` (train rec, KL and beta against
 step, one line per run). Runs evaluated with `generation=true` add the generation suite's columns
 and `<out>_quality_diversity.png` (forward against reverse PPL, one point per run, labelled with
-its beta).
+its beta), taken from the newest whole-test-split evaluation in the run directory that has them
+(`eval_test_k<K>.json` of `python -m vae_text.evaluate ... generation=true`; never a `_n<N>` look).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
-from vae_text.figures import per_token, plot_search, run_labels
+from vae_text.figures import is_done, per_token, plot_quality_diversity, plot_search, run_labels
 from vae_text.utils import atomic_write
 
 COLUMNS = [  # (key in the row, header, format)
@@ -81,7 +83,7 @@ def row_of(run: Path, root: Path) -> dict:
         res = json.loads(results.read_text())
         evaluation = json.loads(test.read_text())
         row.update({k: v for k, v in evaluation.items() if isinstance(v, (int, float))})
-        row.update(generation_of(evaluation))
+        row.update(generation_of(generation_evaluation(run)))
         row.update({k: v for k, v in res.items() if k.startswith("best_val_")})  # the sweeper's score
         stopped = STOPPED.get(res.get("stopped"))
         row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
@@ -112,6 +114,23 @@ def read_metrics(path: Path) -> list[dict]:
                 where = "its torn last line" if i == len(lines) - 1 else f"its unreadable line {i + 1}"
                 print(f"note: {path}: skipped {where} (a run killed while writing it)", file=sys.stderr)
     return records
+
+
+WHOLE_TEST = re.compile(r"eval_test(_k\d+)?\.json")  # evaluate's names, never a max_sentences look
+
+
+def generation_evaluation(run: Path) -> dict:
+    """The run's newest whole-test-split evaluation with a generation object, or {}."""
+    found = sorted((p for p in run.glob("eval_test*.json") if WHOLE_TEST.fullmatch(p.name)),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    return next((e for e in map(_json_or_none, found) if isinstance(e, dict) and e.get("generation")), {})
+
+
+def _json_or_none(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def generation_of(evaluation: dict) -> dict:
@@ -155,11 +174,6 @@ def history(run: Path, keys=("train/rec", "train/kl", "train/beta")) -> dict[str
     return out
 
 
-def is_done(row: dict) -> bool:
-    """A run with a test evaluation: status "done" or "done (<what ended training>)"."""
-    return row["status"].startswith("done")
-
-
 def plot_rate_distortion(rows: list[dict], path: Path) -> list[str]:
     """KL (rate) against rec (distortion) per finished run, with beta = 1 ELBO iso-lines.
     Returns the point labels drawn, in order of KL."""
@@ -198,36 +212,6 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> list[str]:
         ax.set_ylim(y_lo, y_hi)
     ax.set(xlabel="rate: KL (nats / sentence)", ylabel="distortion: rec (nats / sentence)",
            title="rate-distortion on the test set")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return labels
-
-
-def plot_quality_diversity(rows: list[dict], path: Path) -> list[str]:
-    """Forward PPL (fluency) against reverse PPL (coverage) of the finished runs that ran the
-    generation suite with a reference LM, labelled by beta: the quality-diversity trade-off.
-    Returns the labels drawn (none: no figure is written)."""
-    points = [r for r in rows if is_done(r) and r.get("forward_ppl") and r.get("reverse_ppl")]
-    if not points:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    betas = [r["beta"] for r in points]
-    by_beta = None not in betas and len(set(betas)) == len(betas)
-    labels = []
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter([r["forward_ppl"] for r in points], [r["reverse_ppl"] for r in points], zorder=3)
-    for r in sorted(points, key=lambda r: r["beta"] if by_beta else r["run"]):
-        labels.append(f"β={r['beta']:g}" if by_beta else r["run"])
-        ax.annotate(labels[-1], (r["forward_ppl"], r["reverse_ppl"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
-    ax.set(xlabel="forward PPL: samples under a reference LM (fluency; lower is better)",
-           ylabel="reverse PPL: test under an LM of samples (coverage; lower is better)",
-           title="quality and diversity of prior samples")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
