@@ -254,3 +254,28 @@ def test_report_reads_the_generation_suite_of_an_evaluate_run(runs, tmp_path):
     for key in ("forward_ppl", "reverse_ppl", "distinct_2", "self_bleu", "copy_rate", "probe_accuracy"):
         assert float(row[key]) == whole[key], key
     assert (tmp_path / "rep_quality_diversity.png").is_file()
+
+
+def test_generation_table_script_evaluates_each_run_once_and_reports(runs, tmp_path):
+    import os
+    import shutil
+
+    root, _ = runs
+    out = tmp_path / "out"
+    for name, src in (("ptb", "vae"), ("ptb_lm", "lm")):
+        shutil.copytree(root / src, out / name)
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+           "GEN_ARGS": "gen.samples=9 gen.reverse_epochs=1 gen.probe_steps=10 gen.interpolation_pairs=2 "
+                       "gen.neighbours=0"}
+    script = ["bash", str(ROOT / "scripts" / "generation_table.sh"), str(out), "ptb", "ptb_lm"]
+    proc = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    gen = json.loads((out / "ptb" / "eval_test_k0.json").read_text())["generation"]
+    assert gen["samples"] == 9 and gen["forward_ppl"] > 1
+    table = (out / "generation_report.md").read_text()
+    assert f"| {gen['forward_ppl']:.1f} |" in table
+    stamp = (out / "ptb" / "eval_test_k0.json").stat().st_mtime_ns
+    assert subprocess.run(script, cwd=ROOT, env=env, capture_output=True, timeout=600).returncode == 0
+    assert (out / "ptb" / "eval_test_k0.json").stat().st_mtime_ns == stamp  # not evaluated again
+    missing = subprocess.run([*script[:3], "ptb_bn"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "ptb_results.sh" in missing.stderr
