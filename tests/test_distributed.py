@@ -162,9 +162,18 @@ def test_slurm_ddp_launcher_composes_and_slurm_tasks_become_ranks(monkeypatch):
 
 
 def test_bf16_autocast_trains_on_cpu(corpus_dir, tmp_path):
+    import torch
+
     from conftest import compose_cfg, tiny_overrides
+    from vae_text.errors import ConfigError
     from vae_text.train import train
 
-    results = train(compose_cfg(tiny_overrides(corpus_dir, "train.precision=bf16", "train.max_steps=6",
-                                               "eval.iw_samples=2")), tmp_path / "run")
+    cfg = compose_cfg(tiny_overrides(corpus_dir, "train.precision=bf16", "train.max_steps=6",
+                                     "eval.iw_samples=2"))
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # e.g. an AVX2-only CPU: one clear line
+        with pytest.raises(ConfigError, match="train.precision=bf16: this CPU has no bfloat16"):
+            train(cfg, tmp_path / "run")
+        assert not (tmp_path / "run" / "checkpoints").exists()
+        return
+    results = train(cfg, tmp_path / "run")
     assert results["steps"] == 6 and results["test"]["rec"] > 0

@@ -193,8 +193,9 @@ def test_mi_over_a_capped_subset():
     rows = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:11].sort().values
     alone = evaluate(model, encode_split([sentences[i] for i in rows.tolist()], vocab), vocab,
                      EvalConfig(**cfg))
-    assert capped["mi"] == pytest.approx(alone["mi"], rel=1e-6)
+    # MI is a difference of terms near log N: float32 noise of the encoder's batching is absolute
+    assert capped["mi"] == pytest.approx(alone["mi"], rel=1e-6, abs=1e-6)
     other = evaluate(model, split, vocab, EvalConfig(mi_max_sentences=11, batch_size=3, **cfg))
-    assert other["mi"] == pytest.approx(capped["mi"], rel=1e-6)  # the subset is the split's
+    assert other["mi"] == pytest.approx(capped["mi"], rel=1e-6, abs=1e-6)  # the subset is the split's
     with pytest.raises(Exception, match="eval.mi_max_sentences"):
         EvalConfig(mi_max_sentences=1)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from vae_text.config import DataConfig, EvaluateConfig, hydra_entry, section
 from vae_text.data import encode_split
 from vae_text.errors import ConfigError
+from vae_text.evalprogress import progress_file
 from vae_text.locate import resolve_data
 from vae_text.metrics import evaluate
 from vae_text.pipeline import load_any
@@ -72,13 +73,15 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
         sentences = sentences[: cfg.max_sentences]
     split = encode_split(sentences, tokenizer)  # the checkpoint's own tokenizer
     log.info("evaluating %s on %s (%d sentences, K=%d)", path, where, len(split), cfg.iw_samples)
-    metrics = evaluate(model, split, tokenizer, cfg)
+    progress = progress_file(out)  # an interrupted evaluation resumes its IW-NLL from here
+    metrics = evaluate(model, split, tokenizer, cfg, progress=progress)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
     metrics.update(checkpoint=str(path), split=cfg.split, data=where,
                    peak_rss_mb=round(peak_kib / 1024), threads=torch.get_num_threads())
     if cfg.generation:
         metrics["generation"] = generation_part(model, tokenizer, data, cfg)
     write_json(out, metrics)
+    progress.unlink(missing_ok=True)
     print(format_table(metrics, f"{path} · {cfg.split}"))
     print(f"wrote {out}")
     return metrics

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -23,10 +24,12 @@ from tqdm import tqdm
 from vae_text.batches import Batch, Split, batch_plan, iterate
 from vae_text.config import EvalConfig
 from vae_text.distributed import Dist
+from vae_text.evalprogress import IWProgress, fingerprint, progress_file
 from vae_text.generate import greedy_decode
 from vae_text.latent import Posterior, kl_term
 from vae_text.model import TextVAE
 from vae_text.tokenizer import Tokenizer
+from vae_text.utils import write_json
 
 MI_ESTIMATOR = "aggregate posterior over the whole evaluation set (Li et al. 2019 / Optimus)"
 
@@ -129,7 +132,8 @@ def _exp(x: float) -> float:
 
 
 def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
-             cfg: EvalConfig | None = None, full: bool = True, dist: Dist | None = None) -> dict:
+             cfg: EvalConfig | None = None, full: bool = True, dist: Dist | None = None,
+             progress: Path | None = None) -> dict:
     """All metrics of docs/protocol.md over a whole split.
 
     `full=False` is the cheap per-epoch validation: ELBO terms, PPL, MI and AU (one encoder pass),
@@ -138,6 +142,10 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
 
     With `dist` (several processes), each rank evaluates every world-th batch and the sums and
     per-sentence posteriors are gathered, so every rank returns the 1-process numbers.
+
+    `progress`: a file that keeps the IW-NLL estimates made so far (vae_text.evalprogress:
+    `progress_file`), so an interrupted evaluation resumes with the same numbers; the caller
+    removes it once the results are written.
     """
     dist = dist or Dist()
     cfg = cfg or EvalConfig()
@@ -149,6 +157,11 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     # a deterministic code (z = mu: the autoencoder) has no likelihood to bound: no IW-NLL
     do_iw = model.has_latent and not model.use_mean and cfg.iw_samples > 0
     do_recon = full and model.has_latent and cfg.reconstruct and tokenizer is not None
+    done = None
+    if do_iw and progress is not None:
+        done = IWProgress(progress, fingerprint(model, split, {
+            "iw_samples": cfg.iw_samples, "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "memory_mb": cfg.memory_mb, "device": str(device), "rank": dist.rank, "world": dist.world}))
 
     rec_sum = torch.zeros((), dtype=torch.float64)
     iw_sum = torch.zeros((), dtype=torch.float64)
@@ -170,7 +183,12 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
             zs.append(q.rsample(eps=eps).cpu())
             order.append(batch.index.cpu())
         if do_iw:
-            iw_sum -= iw_log_likelihood(model, batch, cfg.iw_samples, cfg.seed, cfg.memory_mb).sum().cpu()
+            iw = done.lookup(batch.index) if done is not None else None
+            if iw is None:
+                iw = iw_log_likelihood(model, batch, cfg.iw_samples, cfg.seed, cfg.memory_mb)
+                if done is not None:
+                    done.add(batch.index, iw)
+            iw_sum -= iw.sum().cpu()
         if do_recon:
             correct += token_hits(model, batch, q.mean)
             lengths = batch.lengths.tolist()
@@ -226,6 +244,19 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     out.update(sentences=n, tokens=tokens, model_tokens=split.num_tokens,
                seconds=time.perf_counter() - started)
     return out
+
+
+def evaluate_to(out: Path, model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
+                cfg: EvalConfig | None = None, dist: Dist | None = None) -> dict:
+    """`evaluate`, its results written to `out` (JSON, by rank 0), resumably: the IW-NLL estimates
+    are kept in `progress_file(out)` until the results are written."""
+    dist = dist or Dist()
+    progress = progress_file(out, dist.rank, dist.world)
+    metrics = evaluate(model, split, tokenizer, cfg, dist=dist, progress=progress)
+    if dist.main:
+        write_json(out, metrics)
+    progress.unlink(missing_ok=True)
+    return metrics
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ from vae_text.distributed import Dist
 from vae_text.divergence import clip_gradients, stop_if_diverged
 from vae_text.errors import CheckpointError
 from vae_text.logger import MetricsLogger, TrainWindow
-from vae_text.metrics import evaluate
+from vae_text.metrics import evaluate, evaluate_to
 from vae_text.model import build_model, word_dropout_rate
 from vae_text.objective import elbo_loss, free_bits_kl, kl_weight
 from vae_text.optim import build_optimizer, plateau_rule, set_lr
@@ -62,11 +62,12 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, settings, run_dir: Path, dist: Dist | None = None,
                  device: torch.device | None = None):
-        from vae_text.utils import pick_device
+        from vae_text.utils import check_precision, pick_device
 
         self.cfg, self.s, self.run_dir = cfg, settings, run_dir
         self.dist = dist or Dist()
         self.device = device or pick_device(settings.device)
+        check_precision(settings.train.precision, self.device)
         resume = read_resume(settings.train.resume, settings.model, settings.optim) if settings.train.resume else None
         self.corpus: Corpus = load_corpus(settings.data, settings.tokenizer)
         if resume is not None and resume["vocab"] != self.corpus.tokenizer.itos:
@@ -339,12 +340,8 @@ class Trainer:
         return True
 
     def test(self, logger: MetricsLogger) -> dict:
-        self.load_best()
-        metrics = evaluate(self.model, self.corpus["test"], self.corpus.tokenizer, self.s.eval,
-                           dist=self.dist)
-        if self.dist.main:
-            from vae_text.utils import write_json
-
-            write_json(self.run_dir / "eval_test.json", metrics)
+        self.load_best()  # eval_test.json; a test cut short resumes its IW-NLL (vae_text.evalprogress)
+        metrics = evaluate_to(self.run_dir / "eval_test.json", self.model, self.corpus["test"],
+                              self.corpus.tokenizer, self.s.eval, dist=self.dist)
         logger.log({f"test/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)
         return metrics

@@ -146,6 +146,17 @@ def pick_device(name: str | torch.device) -> torch.device:
     return device
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """bf16 autocast on a CPU whose oneDNN has no bfloat16 kernels (no AVX-512 BF16 / AMX) fails
+    deep inside the first LSTM step: say so at start-up instead, in one line."""
+    import torch
+
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    if precision == "bf16" and device.type == "cpu" and not supported():
+        raise ConfigError("train.precision=bf16: this CPU has no bfloat16 kernels (oneDNN reports "
+                          "none), so its LSTMs cannot run under bf16 autocast: use train.precision=fp32")
+
+
 def cli(func: F | None = None, *, also: tuple[type[Exception], ...] = ()) -> F:
     """Decorate an entry point's main: a `VaeTextError` (or one of `also`) prints
     `error: <message>` on stderr and exits with status 2, with no traceback.
