@@ -132,3 +132,14 @@ def test_evaluate_killed_mid_iw_resumes_from_its_progress_file(setup, tmp_path):
     for key in ("nll_iw", "ppl_iw", "rec", "kl", "mi", "au"):
         assert got[key] == want[key], key
     assert not progress_file(out).exists() and not list(run.glob(".*.tmp"))
+
+
+def test_the_fingerprint_reads_weights_of_any_dtype(setup):
+    from vae_text.evalprogress import fingerprint
+
+    _, model, _, split = setup
+    a = fingerprint(model, split, {"iw_samples": 5})
+    assert a == fingerprint(model, split, {"iw_samples": 5})
+    assert a != fingerprint(model, split, {"iw_samples": 6})
+    assert a != fingerprint(model, split.head(20), {"iw_samples": 5})
+    assert fingerprint(model.to(torch.bfloat16), split, {"iw_samples": 5}) != a

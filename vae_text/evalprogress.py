@@ -39,11 +39,12 @@ def progress_file(output: Path, rank: int = 0, world: int = 1) -> Path:
 def fingerprint(model: torch.nn.Module, split: Split, settings: dict) -> str:
     """A hash of the model's weights, the split's token ids and the evaluation settings."""
     h = hashlib.blake2b(digest_size=16)
+    raw = lambda t: t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()  # noqa: E731 (any dtype)
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        h.update(raw(tensor))
     for tensor in (split.ids, split.offsets):
-        h.update(tensor.contiguous().numpy().tobytes())
+        h.update(raw(tensor))
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()
 
