@@ -3,6 +3,7 @@
 # stopping on validation and tested with IW-NLL K = 500, two runs at a time with one thread each.
 # Resumable: a run with results.json is skipped, one with checkpoints/last.pt is continued in place.
 #   bash scripts/ptb_results.sh [out_dir] [name ...]     # names: a subset of the recipes below
+#   ARGS="eval.iw_samples=0" bash scripts/ptb_results.sh outputs/gen ptb ...  # overrides for every run
 set -u
 out=${1:-outputs/ptb9}; shift || true
 common=(train.num_threads=1 train.progress=false train.checkpoint_every=500)
@@ -44,7 +45,7 @@ run() {  # name
   local resume=()
   [ -f "$dir/checkpoints/last.pt" ] && resume=(train.resume="$dir")
   # shellcheck disable=SC2086
-  python -m vae_text.train ${recipe[$name]} "${common[@]}" "${resume[@]}" hydra.run.dir="$dir" \
+  python -m vae_text.train ${recipe[$name]} ${ARGS:-} "${common[@]}" "${resume[@]}" hydra.run.dir="$dir" \
     >> "$out/$name.log" 2>&1 || echo "run $name failed: see $out/$name.log" >&2
 }
 
