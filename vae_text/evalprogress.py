@@ -36,15 +36,19 @@ def progress_file(output: Path, rank: int = 0, world: int = 1) -> Path:
     return output.with_name(output.stem + (".iw.pt" if world == 1 else f".iw.rank{rank}-of-{world}.pt"))
 
 
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's memory as bytes, for any dtype (numpy has no bfloat16)."""
+    return tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def fingerprint(model: torch.nn.Module, split: Split, settings: dict) -> str:
     """A hash of the model's weights, the split's token ids and the evaluation settings."""
     h = hashlib.blake2b(digest_size=16)
-    raw = lambda t: t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()  # noqa: E731 (any dtype)
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
-        h.update(raw(tensor))
+        h.update(_raw_bytes(tensor))
     for tensor in (split.ids, split.offsets):
-        h.update(raw(tensor))
+        h.update(_raw_bytes(tensor))
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()
 
