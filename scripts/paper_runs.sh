@@ -19,3 +19,10 @@ for name in "${names[@]}"; do
     train.progress=false "${resume[@]}" hydra.run.dir="$dir" >> "$out/ptb_paper_$name.log" 2>&1 \
     || { echo "ptb_paper_$name failed: see $out/ptb_paper_$name.log" >&2; exit 1; }
 done
+# the table and figures; the stars of report_validation.png are the published test figures
+# (docs/published.md; an IW-PPL is 21.917 x ln(PPL) nats a PTB test sentence)
+marks=()
+for m in ptb_paper_lm=101.04 ptb_paper_vae=101.24 ptb_paper_pretrain_fb=100.23; do
+  [ -d "$out/${m%%=*}" ] && marks+=(--mark "$m")  # only runs that are there
+done
+python -m vae_text.report "$out" --out "$out/report" "${marks[@]}"

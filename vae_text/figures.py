@@ -114,3 +114,61 @@ def plot_quality_diversity(rows: list[dict], path: Path) -> list[str]:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return labels
+
+
+def validation_nll(records: list[dict]) -> tuple[list[int], list[float], str]:
+    """A run's validation NLL per epoch, in nats per sentence, from its metrics.jsonl records:
+    the exact NLL of a language model (val/nll), else the VAE's -ELBO (val/neg_elbo at beta = 1,
+    an upper bound on its NLL). Returns the epochs, the values and which of the two it is."""
+    key = "val/nll" if any("val/nll" in r for r in records) else "val/neg_elbo"
+    epochs, values = [], []
+    for r in records:
+        if key in r and "epoch" in r:
+            if epochs and r["epoch"] == epochs[-1]:  # a resumed run's repeated epoch: the last wins
+                values[-1] = r[key]
+            else:
+                epochs.append(r["epoch"])
+                values.append(r[key])
+    return epochs, values, "NLL (exact)" if key == "val/nll" else "-ELBO"
+
+
+def plot_validation(rows: list[dict], curves: dict[str, tuple], path: Path,
+                    marks: dict[str, float] | None = None) -> list[str]:
+    """Validation NLL (an LM's exact NLL, a VAE's -ELBO) against epoch, one line per run
+    (`curves`: run -> validation_nll(...)), with each finished run's own test NLL (hollow circle:
+    IW-NLL for a VAE) and the reference numbers of `marks` (run -> nats, stars, e.g. a paper's
+    test figures) at its last epoch. Returns the runs drawn (none: no figure is written)."""
+    if not any(curves.get(r["run"], ([],))[0] for r in rows):
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    marks = marks or {}
+    drawn, lows = [], []
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, r in enumerate(rows):
+        epochs, values, what = curves.get(r["run"], ([], [], ""))
+        if not epochs:
+            continue
+        color = f"C{i % 10}"
+        ax.plot(epochs, values, marker=".", lw=1.2, color=color, label=f"{r['run']} (val {what})")
+        lows.append(min(values))
+        test = r.get("nll_iw", r.get("nll")) if is_done(r) else None
+        if test is not None:
+            ax.scatter([epochs[-1]], [test], s=50, facecolors="none", edgecolors=color, zorder=3)
+            lows.append(test)
+        if r["run"] in marks:
+            ax.scatter([epochs[-1]], [marks[r["run"]]], s=90, marker="*", color=color, zorder=3)
+            lows.append(marks[r["run"]])
+        drawn.append(r["run"])
+    ax.set_ylim(min(lows) - 1.0, min(lows) + 20.0)  # the tail matters; the first epochs are far above
+    ax.set(xlabel="epoch", ylabel="nats / sentence", title="validation NLL against epoch")
+    ax.text(0.99, 0.98, "○ the run's test NLL (IW-NLL for a VAE)" + ("   ★ reference test figure" if marks else ""),
+            transform=ax.transAxes, ha="right", va="top", fontsize=7, color="grey")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return drawn

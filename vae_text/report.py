@@ -6,9 +6,11 @@
 A run is a directory holding `config.yaml`; its numbers come from `eval_test.json` (the evaluation
 suite) and `results.json`. Runs without them are listed as running or failed, not dropped.
 Writes `<out>.md` and `<out>.csv` (default: `report.md` / `report.csv` in the first directory),
-and two figures: `<out>_rate_distortion.png` (KL against reconstruction, one point per run, labelled
-with its beta, with beta = 1 ELBO iso-lines) and `<out>_curves.png` (train rec, KL and beta against
-step, one line per run). Runs evaluated with `generation=true` add the generation suite's columns
+and three figures: `<out>_rate_distortion.png` (KL against reconstruction, one point per run, labelled
+with its beta, with beta = 1 ELBO iso-lines), `<out>_curves.png` (train rec, KL and beta against
+step, one line per run) and `<out>_validation.png` (validation NLL against epoch: an LM's exact NLL,
+a VAE's -ELBO, with each finished run's test NLL and the reference numbers given as
+`--mark RUN=NATS`, e.g. a paper's, as markers at its last epoch). Runs evaluated with `generation=true` add the generation suite's columns
 and `<out>_quality_diversity.png` (forward against reverse PPL, one point per run, labelled with
 its beta), taken from the newest whole-test-split evaluation in the run directory that has them
 (`eval_test_k<K>.json` of `python -m vae_text.evaluate ... generation=true`; never a `_n<N>` look).
@@ -24,7 +26,8 @@ import re
 import sys
 from pathlib import Path
 
-from vae_text.figures import is_done, per_token, plot_quality_diversity, plot_search, run_labels
+from vae_text.figures import (is_done, per_token, plot_quality_diversity, plot_search, plot_validation,
+                              run_labels, validation_nll)
 from vae_text.utils import atomic_write
 
 COLUMNS = [  # (key in the row, header, format)
@@ -269,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tabulate vae_text runs (markdown + CSV).")
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--out", type=Path, help="output path without suffix")
+    parser.add_argument("--mark", action="append", default=[], metavar="RUN=NATS",
+                        help="a reference test NLL (e.g. a paper's) drawn as a star at RUN's last "
+                             "epoch on the validation figure; repeatable")
     parser.add_argument("--wandb", action="store_true",
                         help="also log the table and figures to a wandb run (group: the sweep)")
     parser.add_argument("--wandb-project", default="vae_text")
@@ -283,6 +289,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no runs (folders with config.yaml) under {' '.join(map(str, args.dirs))}",
               file=sys.stderr)
         return 2
+    marks = {}
+    for mark in args.mark:
+        run, _, nats = mark.rpartition("=")  # a run name may hold "=" (a sweep job)
+        try:
+            marks[run] = float(nats)
+        except ValueError:
+            print(f"error: --mark {mark}: give RUN=NATS, e.g. --mark ptb_paper_lm=101.04", file=sys.stderr)
+            return 2
+        if run not in {r["run"] for r in rows}:
+            print(f"error: --mark {mark}: no run named {run!r}; runs: {', '.join(r['run'] for r in rows)}",
+                  file=sys.stderr)
+            return 2
     out = args.out or args.dirs[0] / "report"
     out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
@@ -297,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                "curves": out.parent / f"{out.name}_curves.png"}
     plot_rate_distortion(rows, figures["rate_distortion"])
     plot_curves(rows, figures["curves"])
+    validation = out.parent / f"{out.name}_validation.png"
+    curves = {r["run"]: validation_nll(read_metrics(r["path"] / "metrics.jsonl")) for r in rows}
+    if plot_validation(rows, curves, validation, marks):
+        figures["validation"] = validation
     quality = out.parent / f"{out.name}_quality_diversity.png"
     if plot_quality_diversity(rows, quality):
         figures["quality_diversity"] = quality
