@@ -26,8 +26,15 @@ import re
 import sys
 from pathlib import Path
 
-from vae_text.figures import (is_done, per_token, plot_quality_diversity, plot_search, plot_validation,
-                              run_labels, validation_nll)
+from vae_text.figures import (
+    is_done,
+    per_token,
+    plot_quality_diversity,
+    plot_search,
+    plot_validation,
+    run_labels,
+    validation_nll,
+)
 from vae_text.utils import atomic_write
 
 COLUMNS = [  # (key in the row, header, format)
