@@ -38,9 +38,9 @@ def test_report_tabulates_finished_and_unfinished_runs(corpus_dir, tmp_path, cap
     # every finished run is a point on the figure (whatever ended its training), the broken one not
     finished = [row_of(sweep / r["run"], sweep) for r in rows]
     assert sorted(plot_rate_distortion(finished, tmp_path / "rd.png")) == ["β=0.5", "β=1"]
-    curves = {r["run"]: validation_nll(read_metrics(r["path"] / "metrics.jsonl")) for r in finished}
+    curves = [validation_nll(read_metrics(r["path"] / "metrics.jsonl")) for r in finished]
     assert plot_validation(finished, curves, tmp_path / "v.png") == [r["run"] for r in rows[:2]]
-    assert plot_validation(finished[2:], curves, tmp_path / "none.png") == []
+    assert plot_validation(finished[2:], curves[2:], tmp_path / "none.png") == []
     assert not (tmp_path / "none.png").exists()
 
 

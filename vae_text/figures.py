@@ -132,13 +132,13 @@ def validation_nll(records: list[dict]) -> tuple[list[int], list[float], str]:
     return epochs, values, "NLL (exact)" if key == "val/nll" else "-ELBO"
 
 
-def plot_validation(rows: list[dict], curves: dict[str, tuple], path: Path,
+def plot_validation(rows: list[dict], curves: list[tuple], path: Path,
                     marks: dict[str, float] | None = None) -> list[str]:
     """Validation NLL (an LM's exact NLL, a VAE's -ELBO) against epoch, one line per run
-    (`curves`: run -> validation_nll(...)), with each finished run's own test NLL (hollow circle:
+    (`curves`: validation_nll(...) of each row, in order), with each finished run's own test NLL (hollow circle:
     IW-NLL for a VAE) and the reference numbers of `marks` (run -> nats, stars, e.g. a paper's
     test figures) at its last epoch. Returns the runs drawn (none: no figure is written)."""
-    if not any(curves.get(r["run"], ([],))[0] for r in rows):
+    if not any(epochs for epochs, _, _ in curves):
         return []
     import matplotlib
 
@@ -148,8 +148,7 @@ def plot_validation(rows: list[dict], curves: dict[str, tuple], path: Path,
     marks = marks or {}
     drawn, lows = [], []
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for i, r in enumerate(rows):
-        epochs, values, what = curves.get(r["run"], ([], [], ""))
+    for i, (r, (epochs, values, what)) in enumerate(zip(rows, curves, strict=True)):
         if not epochs:
             continue
         color = f"C{i % 10}"

@@ -10,10 +10,11 @@ and three figures: `<out>_rate_distortion.png` (KL against reconstruction, one p
 with its beta, with beta = 1 ELBO iso-lines), `<out>_curves.png` (train rec, KL and beta against
 step, one line per run) and `<out>_validation.png` (validation NLL against epoch: an LM's exact NLL,
 a VAE's -ELBO, with each finished run's test NLL and the reference numbers given as
-`--mark RUN=NATS`, e.g. a paper's, as markers at its last epoch). Runs evaluated with `generation=true` add the generation suite's columns
-and `<out>_quality_diversity.png` (forward against reverse PPL, one point per run, labelled with
-its beta), taken from the newest whole-test-split evaluation in the run directory that has them
-(`eval_test_k<K>.json` of `python -m vae_text.evaluate ... generation=true`; never a `_n<N>` look).
+`--mark RUN=NATS`, e.g. a paper's, as markers at its last epoch). Runs evaluated with
+`generation=true` add the generation suite's columns and `<out>_quality_diversity.png` (forward
+against reverse PPL, one point per run, labelled with its beta), taken from the newest
+whole-test-split evaluation in the run directory that has them (`eval_test_k<K>.json` of
+`python -m vae_text.evaluate ... generation=true`; never a `_n<N>` look).
 """
 
 from __future__ import annotations
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_rate_distortion(rows, figures["rate_distortion"])
     plot_curves(rows, figures["curves"])
     validation = out.parent / f"{out.name}_validation.png"
-    curves = {r["run"]: validation_nll(read_metrics(r["path"] / "metrics.jsonl")) for r in rows}
+    curves = [validation_nll(read_metrics(r["path"] / "metrics.jsonl")) for r in rows]
     if plot_validation(rows, curves, validation, marks):
         figures["validation"] = validation
     quality = out.parent / f"{out.name}_quality_diversity.png"
