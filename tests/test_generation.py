@@ -268,10 +268,15 @@ def test_generation_table_script_evaluates_each_run_once_and_reports(runs, tmp_p
            "GEN_ARGS": "gen.samples=9 gen.reverse_epochs=1 gen.probe_steps=10 gen.interpolation_pairs=2 "
                        "gen.neighbours=0"}
     script = ["bash", str(ROOT / "scripts" / "generation_table.sh"), str(out), "ptb", "ptb_lm"]
+    # the default reference LM, <out>/ptb_transformer_lm, is not there: one line says how to get one
+    proc = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "REFERENCE_LM" in proc.stderr and "ptb_transformer_lm" in proc.stderr
+    assert not (out / "ptb" / "eval_test_k0.json").exists()
+    env["REFERENCE_LM"] = str(out / "ptb_lm")
     proc = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     gen = json.loads((out / "ptb" / "eval_test_k0.json").read_text())["generation"]
-    assert gen["samples"] == 9 and gen["forward_ppl"] > 1
+    assert gen["samples"] == 9 and gen["forward_ppl"] > 1 and gen["reference_lm"] == str(out / "ptb_lm")
     table = (out / "generation_report.md").read_text()
     assert f"| {gen['forward_ppl']:.1f} |" in table
     stamp = (out / "ptb" / "eval_test_k0.json").stat().st_mtime_ns
