@@ -107,9 +107,11 @@ def plot_quality_diversity(rows: list[dict], path: Path) -> list[str]:
         labels.append(f"β={r['beta']:g}" if by_beta else r["run"])
         ax.annotate(labels[-1], (r["forward_ppl"], r["reverse_ppl"]), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)
-    ax.set(xlabel="forward PPL: samples under a reference LM (fluency; lower is better)",
-           ylabel="reverse PPL: test under an LM of samples (coverage; lower is better)",
-           title="quality and diversity of prior samples")
+    ax.margins(0.15)  # room for the run names beside the outermost points
+    # labels short enough for the axes: the long y label used to run off the figure
+    ax.set(xlabel="forward PPL: samples under a reference LM (fluency)",
+           ylabel="reverse PPL: test under a samples' LM (coverage)",
+           title="prior samples: quality and diversity (lower is better on both)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
