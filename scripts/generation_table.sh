@@ -5,7 +5,8 @@
 # script (ptb_transformer_lm, test NLL 101.2): stronger than every row and trained apart from them,
 # so the LSTM LM's samples are not scored by the LSTM LM itself. 10,000 prior samples a run (the
 # suite's default is 1,000): the reverse LM then has a quarter of PTB's training sentences to learn
-# from. Resumable: a run that already has eval_test_k0.json is not evaluated again.
+# from. The data's own row (generation_data.json): the same metrics on 10,000 real training sentences.
+# Resumable: a run that already has eval_test_k0.json is not evaluated again.
 #   bash scripts/generation_table.sh [out_dir] [name ...]     # default: outputs/ptb9, the six below
 #   REFERENCE_LM=outputs/ptb9/ptb_transformer_lm bash scripts/generation_table.sh outputs/gen
 #                                       # the reference LM elsewhere (default: <out_dir>/ptb_transformer_lm)
@@ -30,4 +31,9 @@ for name in "${names[@]}"; do
     generation=true gen.reference_lm="$reference" num_threads="${THREADS:-1}" progress=false ${GEN_ARGS:-gen.samples=10000} \
     >> "$out/generation_$name.log" 2>&1 || { echo "error: $name failed: see $out/generation_$name.log" >&2; exit 1; }
 done
+# the data's own row: the same metrics on real training sentences in place of samples (gen.source=data)
+[ -f "$out/generation_data.json" ] || python -m vae_text.evaluate checkpoint="$reference" split=test \
+  iw_samples=0 reconstruct=false generation=true gen.source=data gen.reference_lm="$reference" \
+  num_threads="${THREADS:-1}" progress=false output="$out/generation_data.json" ${GEN_ARGS:-gen.samples=10000} \
+  >> "$out/generation_data.log" 2>&1 || { echo "error: the data row failed: see $out/generation_data.log" >&2; exit 1; }
 python -m vae_text.report "${dirs[@]}" --out "$out/generation_report"

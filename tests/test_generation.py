@@ -1,5 +1,6 @@
 """The generation suite: each metric against a hand computation or an independent one."""
 
+import dataclasses
 import json
 import math
 import random
@@ -17,6 +18,7 @@ from vae_text.generation import (
     copy_rate,
     distinct_n,
     forward_ppl,
+    generation_suite,
     js_divergence,
     length_stats,
     prior_samples,
@@ -277,6 +279,8 @@ def test_generation_table_script_evaluates_each_run_once_and_reports(runs, tmp_p
     assert proc.returncode == 0, proc.stderr + proc.stdout
     gen = json.loads((out / "ptb" / "eval_test_k0.json").read_text())["generation"]
     assert gen["samples"] == 9 and gen["forward_ppl"] > 1 and gen["reference_lm"] == str(out / "ptb_lm")
+    data_row = json.loads((out / "generation_data.json").read_text())["generation"]
+    assert data_row["source"] == "data" and data_row["copy_rate"] == 1.0
     table = (out / "generation_report.md").read_text()
     assert f"| {gen['forward_ppl']:.1f} |" in table
     stamp = (out / "ptb" / "eval_test_k0.json").stat().st_mtime_ns
@@ -284,3 +288,27 @@ def test_generation_table_script_evaluates_each_run_once_and_reports(runs, tmp_p
     assert (out / "ptb" / "eval_test_k0.json").stat().st_mtime_ns == stamp  # not evaluated again
     missing = subprocess.run([*script[:3], "ptb_bn"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert missing.returncode == 1 and "ptb_results.sh" in missing.stderr
+
+
+def test_data_source_scores_real_training_sentences_in_place_of_samples(runs):
+    """gen.source=data: the sample-side metrics on a seeded subset of the training sentences, the
+    reference row for a model's samples; every one is a training sentence and no probe runs."""
+    from vae_text.config import DataConfig
+    from vae_text.text import read_split
+
+    root, corpus = runs
+    lm, vocab, _ = load_model(root / "lm")
+    data = DataConfig(dir=str(corpus))
+    train = read_split(data, "train")[0]
+    cfg = GenerationConfig(samples=37, source="data", reverse_epochs=1, reference_lm=str(root / "lm"))
+    gen = generation_suite(lm, vocab, data, "test", cfg)
+    assert gen["source"] == "data" and gen["samples"] == 37 and gen["copy_rate"] == 1.0
+    assert gen["probe_accuracy"] is None and "gen.source=data" in gen["latent_note"]
+    subset = random.Random(0).sample(train, 37)
+    assert gen["examples"] == [" ".join(s) for s in subset[:10]]
+    assert gen["forward_ppl"] == pytest.approx(forward_ppl(lm, vocab, subset)["forward_ppl"], rel=1e-6)
+    assert gen["distinct_2"] == distinct_n(subset, 2)
+    everything = generation_suite(lm, vocab, data, "test", dataclasses.replace(cfg, samples=10**6))
+    assert everything["samples"] == len(train) == 150  # at most the whole training split
+    with pytest.raises(ConfigError, match="gen.source"):
+        GenerationConfig(source="train")

@@ -91,7 +91,8 @@ def generation_part(model, tokenizer, data: DataConfig, cfg: EvaluateConfig) -> 
     """`generation=true`: the generation suite (vae_text.generation), printed and returned."""
     from vae_text.generation import format_generation, generation_suite
 
-    log.info("generation suite: %d prior samples, reverse PPL, diversity, probes", cfg.gen.samples)
+    what = "prior samples" if cfg.gen.source == "model" else "training sentences (gen.source=data)"
+    log.info("generation suite: %d %s, reverse PPL, diversity, probes", cfg.gen.samples, what)
     gen = generation_suite(model, tokenizer, data, cfg.split, cfg.gen)
     print(format_generation(gen))
     return gen

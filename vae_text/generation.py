@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import math
+import random
 import statistics
 from collections.abc import Sequence
 
@@ -158,15 +159,22 @@ def sample_metrics(model: TextVAE, tokenizer: Tokenizer, train: Sentences, test:
                    cfg: GenerationConfig) -> tuple[dict, list[list[str]]]:
     """Every sample-side metric of the suite, and the samples themselves."""
     device = next(model.parameters()).device
-    samples = prior_samples(model, tokenizer, cfg.samples, cfg)
-    out: dict = {"samples": len(samples), "decoding": cfg.decoding, "temperature": cfg.temperature}
+
+    def draw(n: int, seed: int) -> list:  # the model's samples, or real sentences in their place
+        if cfg.source == "data":
+            return random.Random(seed).sample(list(train), min(n, len(train)))
+        return prior_samples(model, tokenizer, n, cfg, seed)
+
+    samples = draw(cfg.samples, cfg.seed)
+    out: dict = {"source": cfg.source, "samples": len(samples), "decoding": cfg.decoding,
+                 "temperature": cfg.temperature}
     if cfg.reference_lm:
         out.update(forward_ppl(*load_reference(cfg.reference_lm, device), samples))
         out["reference_lm"] = cfg.reference_lm
     else:
         out.update(forward_ppl=None, forward_note="skipped: set gen.reference_lm=<a model=lm run or export>")
     m = cfg.reverse_samples or cfg.samples
-    reverse_set = samples if m == len(samples) else prior_samples(model, tokenizer, m, cfg, cfg.seed + 1)
+    reverse_set = samples if m == cfg.samples else draw(m, cfg.seed + 1)
     out.update(reverse_ppl=reverse_ppl(reverse_set, test, tokenizer, cfg, device), reverse_samples=m,
                reverse_epochs=cfg.reverse_epochs)
     for n in (1, 2, 3):
@@ -204,7 +212,10 @@ def generation_suite(model: TextVAE, tokenizer: Tokenizer, data, split: str,
     started = time.perf_counter()
     train, test = read_split(data, "train")[0], read_split(data, split)[0]
     out, samples = sample_metrics(model, tokenizer, train, test, cfg)
-    if model.has_latent:
+    if cfg.source == "data":
+        out.update(probe_accuracy=None, interpolation_smoothness=None,
+                   latent_note="gen.source=data: real sentences, not the model's")
+    elif model.has_latent:
         train_labels, test_labels = read_labels(data, "train"), read_labels(data, split)
         labels = (train_labels, test_labels) if train_labels and test_labels else None
         out.update(latent_metrics(model, tokenizer, train, test, cfg, labels))

@@ -143,6 +143,8 @@ class GenerationConfig:
     checkpoint=... generation=true gen.samples=200`. Definitions and papers: docs/generation.md."""
 
     samples: int = 1000  # N sentences from the prior, decoded with `decoding` (seeded by `seed`)
+    source: str = "model"  # model: the N prior samples; data: N real training sentences (a seeded
+    #                        subset) in their place, the row a model's samples are read against
     seed: int = 0
     decoding: str = "sample"  # ancestral sampling at temperature 1: the distribution the model defines
     temperature: float = 1.0
@@ -182,6 +184,7 @@ class GenerationConfig:
         if not isinstance(self.neighbours, int) or self.neighbours < 0:
             raise ConfigError(f"gen.neighbours={self.neighbours!r} is invalid: an integer >= 0")
         _choice("gen.decoding", self.decoding, STRATEGIES)
+        _choice("gen.source", self.source, ("model", "data"))
         _choice("gen.interpolation", self.interpolation, ("linear", "slerp"))
         if self.temperature < 0 or not self.reverse_lr > 0:
             raise ConfigError("gen.temperature must be >= 0 and gen.reverse_lr > 0")
