@@ -180,6 +180,9 @@ def run_cli(*args: str, cwd: Path = ROOT, module: str = "vae_text.train") -> sub
     ("vae_text.train", ["optim.lr=abc"], "error: optim.lr is invalid: Value 'abc' of type 'str' "
                                          "could not be converted to Float"),
     ("vae_text.evaluate", ["checkpoint=x", "iw_samples=abc"], "error: iw_samples is invalid: "),
+    # OmegaConf cannot merge keys into a null section: a plain AttributeError, made one line here
+    ("vae_text.train", ["data=text", "data.hub={id:x}"], "error: data.hub is null here and cannot be "
+                                                         "filled from the command line"),
 ])
 def test_cli_compose_errors_are_one_line(module, args, line, tmp_path):
     proc = run_cli(*args, f"hydra.run.dir={tmp_path}/run", module=module)

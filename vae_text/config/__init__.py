@@ -15,7 +15,7 @@ are looked up lazily).
 
 from vae_text.config.checks import section
 from vae_text.config.data import MAX_LEN, SPLITS, STRATEGIES, DataConfig, HubConfig, TokenizerConfig
-from vae_text.config.entry import compose_error, hydra_entry, register
+from vae_text.config.entry import compose_error, hydra_entry, is_compose_error, register
 from vae_text.config.model import ModelConfig, ObjectiveConfig, ScheduleConfig, schedule_defaults
 from vae_text.config.run import (
     DecodeConfig,
@@ -33,6 +33,6 @@ from vae_text.config.run import (
 __all__ = ["MAX_LEN", "SPLITS", "STRATEGIES", "DataConfig", "DecodeConfig", "EvalConfig",
            "EvaluateConfig", "GenerationConfig", "HubConfig", "LoggerConfig", "ModelConfig", "ObjectiveConfig",
            "OptimConfig", "RemedyConfig", "SampleConfig", "ScheduleConfig", "TokenizerConfig",
-           "TrainConfig", "TrainRunConfig", "compose_error", "hydra_entry", "register",
+           "TrainConfig", "TrainRunConfig", "compose_error", "hydra_entry", "is_compose_error", "register",
            "schedule_defaults", "section"]
 

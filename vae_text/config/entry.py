@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import sys
 import typing
 from typing import Any
@@ -75,8 +76,8 @@ def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             return main()
-        except HydraException as err:
-            if before == "1":
+        except (HydraException, AttributeError) as err:
+            if before == "1" or not is_compose_error(err):
                 raise
             print(f"error: {compose_error(err)}", file=sys.stderr)
             sys.exit(2)
@@ -89,10 +90,33 @@ def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
     return wrapper
 
 
+def _null_node_key(err: BaseException) -> str | None:
+    """The key of OmegaConf's plain AttributeError for an override that fills a null structured
+    node (`data=text data.hub={id:x}`): OmegaConf cannot merge into None and names the node only in
+    its message's `full_key:` line."""
+    if type(err) is not AttributeError:
+        return None
+    match = re.search(r"^\s*full_key: (\S+)$", str(err), re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def is_compose_error(err: BaseException) -> bool:
+    """Whether `err` says a config did not compose (what compose_error turns into one line), not a
+    bug of the code that ran on it."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(err, (HydraException, OmegaConfBaseException)) or _null_node_key(err) is not None
+
+
 def compose_error(err: BaseException) -> str:
     """One line for a config Hydra could not compose: the key, and what is wrong with it."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+    if key := _null_node_key(err):
+        return (f"{key} is null here and cannot be filled from the command line (OmegaConf merges no "
+                f"keys into a null section): set the whole {key} section in a YAML file of the config "
+                f"group, or start from a preset that has one (e.g. data=ptb)")
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
     key = getattr(cause, "full_key", None)
     if isinstance(cause, OmegaConfBaseException) and key:
