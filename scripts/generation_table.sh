@@ -19,21 +19,23 @@ names=(ptb ptb_free_bits ptb_pretrain_fb ptb_bn ptb_cyclical ptb_lm)
 [ -f "$reference/results.json" ] || {
   echo "error: the reference LM $reference is not trained: bash scripts/ptb_results.sh $out" \
        "ptb_transformer_lm, or name a trained model=lm run with REFERENCE_LM=<run dir>" >&2; exit 1; }
+suite() {  # label checkpoint [overrides ...]: the suite with the table's settings, logged per label
+  local label=$1 checkpoint=$2; shift 2
+  # iw_samples=0: the likelihood numbers are the run's own eval_test.json (K = 500)
+  # shellcheck disable=SC2086
+  python -m vae_text.evaluate checkpoint="$checkpoint" split=test iw_samples=0 reconstruct=false \
+    generation=true gen.reference_lm="$reference" num_threads="${THREADS:-1}" progress=false "$@" \
+    ${GEN_ARGS:-gen.samples=10000} >> "$out/generation_$label.log" 2>&1 ||
+    { echo "error: $label failed: see $out/generation_$label.log" >&2; exit 1; }
+}
 dirs=()
 for name in "${names[@]}"; do
   dir="$out/$name"
   [ -f "$dir/results.json" ] || {
     echo "error: $dir is not trained: bash scripts/ptb_results.sh $out $name" >&2; exit 1; }
   dirs+=("$dir")
-  [ -f "$dir/eval_test_k0.json" ] && continue
-  # iw_samples=0: the likelihood numbers are the run's own eval_test.json (K = 500)
-  python -m vae_text.evaluate checkpoint="$dir" split=test iw_samples=0 reconstruct=false \
-    generation=true gen.reference_lm="$reference" num_threads="${THREADS:-1}" progress=false ${GEN_ARGS:-gen.samples=10000} \
-    >> "$out/generation_$name.log" 2>&1 || { echo "error: $name failed: see $out/generation_$name.log" >&2; exit 1; }
+  [ -f "$dir/eval_test_k0.json" ] || suite "$name" "$dir"
 done
-# the data's own row: the same metrics on real training sentences in place of samples (gen.source=data)
-[ -f "$out/generation_data.json" ] || python -m vae_text.evaluate checkpoint="$reference" split=test \
-  iw_samples=0 reconstruct=false generation=true gen.source=data gen.reference_lm="$reference" \
-  num_threads="${THREADS:-1}" progress=false output="$out/generation_data.json" ${GEN_ARGS:-gen.samples=10000} \
-  >> "$out/generation_data.log" 2>&1 || { echo "error: the data row failed: see $out/generation_data.log" >&2; exit 1; }
+# the data's own row: the same metrics on real training sentences in place of samples
+[ -f "$out/generation_data.json" ] || suite data "$reference" gen.source=data output="$out/generation_data.json"
 python -m vae_text.report "${dirs[@]}" --out "$out/generation_report"

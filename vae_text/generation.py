@@ -162,7 +162,7 @@ def sample_metrics(model: TextVAE, tokenizer: Tokenizer, train: Sentences, test:
 
     def draw(n: int, seed: int) -> list:  # the model's samples, or real sentences in their place
         if cfg.source == "data":
-            return random.Random(seed).sample(list(train), min(n, len(train)))
+            return random.Random(seed).sample(train, min(n, len(train)))
         return prior_samples(model, tokenizer, n, cfg, seed)
 
     samples = draw(cfg.samples, cfg.seed)
@@ -175,7 +175,8 @@ def sample_metrics(model: TextVAE, tokenizer: Tokenizer, train: Sentences, test:
         out.update(forward_ppl=None, forward_note="skipped: set gen.reference_lm=<a model=lm run or export>")
     m = cfg.reverse_samples or cfg.samples
     reverse_set = samples if m == cfg.samples else draw(m, cfg.seed + 1)
-    out.update(reverse_ppl=reverse_ppl(reverse_set, test, tokenizer, cfg, device), reverse_samples=m,
+    out.update(reverse_ppl=reverse_ppl(reverse_set, test, tokenizer, cfg, device),
+               reverse_samples=len(reverse_set),
                reverse_epochs=cfg.reverse_epochs)
     for n in (1, 2, 3):
         out[f"distinct_{n}"] = distinct_n(samples, n)

@@ -115,8 +115,8 @@ def compose_error(err: BaseException) -> str:
 
     if key := _null_node_key(err):
         return (f"{key} is null here and cannot be filled from the command line (OmegaConf merges no "
-                f"keys into a null section): set the whole {key} section in a YAML file of the config "
-                f"group, or start from a preset that has one (e.g. data=ptb)")
+                f"keys into a null section): set the whole {key} section in a YAML file of its config "
+                f"group, or start from a config option that sets it")
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
     key = getattr(cause, "full_key", None)
     if isinstance(cause, OmegaConfBaseException) and key:
