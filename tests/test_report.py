@@ -3,7 +3,7 @@ import json
 
 from conftest import compose_cfg, tiny_overrides
 from vae_text.figures import plot_validation, validation_nll
-from vae_text.report import main, plot_rate_distortion, read_metrics, row_of
+from vae_text.report import main, overrides_of, plot_rate_distortion, read_metrics, row_of
 from vae_text.train import train
 
 
@@ -42,6 +42,15 @@ def test_report_tabulates_finished_and_unfinished_runs(corpus_dir, tmp_path, cap
     assert plot_validation(finished, curves, tmp_path / "v.png") == [r["run"] for r in rows[:2]]
     assert plot_validation(finished[2:], curves[2:], tmp_path / "none.png") == []
     assert not (tmp_path / "none.png").exists()
+
+
+def test_overrides_name_the_recipe_not_the_restarts(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(
+        "- +experiment=ptb_bn\n- data.dir=/data/ptb\n- train.num_threads=1\n"
+        "- train.resume=outputs/gen/ptb_bn\n- hydra.run.dir=outputs/gen/ptb_bn\n")
+    assert overrides_of(tmp_path) == "+experiment=ptb_bn train.num_threads=1"
+    assert overrides_of(tmp_path / "elsewhere") == ""
 
 
 def test_validation_nll_per_epoch():

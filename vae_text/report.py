@@ -69,11 +69,13 @@ def find_runs(roots: list[Path]) -> list[Path]:
 
 
 def overrides_of(run: Path) -> str:
+    """The command-line overrides that made the run, less where it ran (data paths, hydra.*) and
+    how often it was restarted (train.resume): what the recipe was."""
     path = run / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return ""
     lines = [line[2:].strip() for line in path.read_text().splitlines() if line.startswith("- ")]
-    return " ".join(o for o in lines if not o.startswith(("data.dir", "data.cache_dir", "hydra.")))
+    return " ".join(o for o in lines if not o.startswith(("data.dir", "data.cache_dir", "hydra.", "train.resume=")))
 
 
 def kl_weight_of(run: Path) -> float | None:
