@@ -69,8 +69,7 @@ def find_runs(roots: list[Path]) -> list[Path]:
 
 
 def overrides_of(run: Path) -> str:
-    """The command-line overrides that made the run, less where it ran (data paths, hydra.*) and
-    how often it was restarted (train.resume): what the recipe was."""
+    """The run's command-line overrides less where it ran and its restarts: the recipe."""
     path = run / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return ""
