@@ -57,6 +57,30 @@ def test_iw_nll_at_one_sample_is_the_negative_elbo_in_expectation_and_k_tightens
     assert gap.sum() < 0
 
 
+@pytest.mark.parametrize("family", [*sorted(FAMILIES), "gaussian"])
+def test_evaluation_builds_no_autograd_graph(family):
+    """With gradients on, an IAF's whole-set MI (Z x T MADE passes for every pair of sentences)
+    once recorded a graph through the flow's weights and ran a PTB validation out of memory."""
+    if family == "gaussian":
+        torch.manual_seed(0)
+        vocab = Vocab([PAD, BOS, EOS, UNK, *WORDS])
+        split = encode_split([["a"], ["b", "c"], ["c", "d", "a"], ["d", "b"], ["a", "a"]], vocab)
+        model = build_model(ModelConfig(embed_size=5, encoder_hidden=9, latent_size=3,
+                                        decoder_hidden=8), vocab)
+    else:
+        model, _, split = small_vae(family)
+    grad_seen = []
+    hooks = [m.register_forward_hook(lambda *_: grad_seen.append(torch.is_grad_enabled()))
+             for m in model.modules()]
+    assert torch.is_grad_enabled()
+    out = evaluate(model, split, Vocab([PAD, BOS, EOS, UNK, *WORDS]),
+                   EvalConfig(iw_samples=3, progress=False), full=True)
+    for hook in hooks:
+        hook.remove()
+    assert grad_seen and not any(grad_seen)  # every module ran, none of them with gradients
+    assert math.isfinite(out["mi"]) and torch.is_grad_enabled()  # the caller's mode is restored
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_every_family_goes_through_the_metrics_without_special_cases(family):
     model, _, split = small_vae(family)

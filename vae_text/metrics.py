@@ -125,12 +125,12 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> tuple[int, list[float]]
 # --- the suite ----------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def _exp(x: float) -> float:
     """exp, with infinity (written as null in JSON) where a diverged model's NLL overflows it."""
     return math.inf if x >= 709.0 else math.exp(x)
 
 
+@torch.no_grad()
 def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
              cfg: EvalConfig | None = None, full: bool = True, dist: Dist | None = None,
              progress: Path | None = None) -> dict:
