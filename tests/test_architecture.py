@@ -23,7 +23,7 @@ LAYERS = [
     {"transformer"},  # building blocks the parts share (attention with a key/value cache)
     {"latent", "encoders", "decoders"},  # the parts of a model
     {"model"},  # the parts assembled
-    {"objective", "generate", "metrics", "evalprogress"},  # what is computed from a model
+    {"objective", "objectives", "generate", "metrics", "evalprogress"},  # what is computed from a model
     {"divergence"},  # what stops a diverging run (checkpoint and trainer use it)
     {"remedies", "optim", "checkpoint", "logger", "rundir"},  # what the loop is made of
     {"trainer"},  # the loop

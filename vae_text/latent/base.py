@@ -81,6 +81,11 @@ class Posterior(ABC):
         fn = _closed_form(type(self), type(prior))
         return None if fn is None else fn(self, prior)
 
+    def detached(self: P) -> P:
+        """The same q(z|x) with its parameters cut from the graph: `log_prob` is then a function
+        of z alone, as the doubly reparameterised gradient needs (Tucker et al. 2019)."""
+        return self.map(Tensor.detach)
+
     def kl_estimate(self, prior: Prior, z: Tensor) -> Tensor:
         """Single-sample Monte-Carlo KL, log q(z|x) - log p(z) at q's own sample z (B, Z) -> (B,)."""
         return self.log_prob(z) - prior.log_prob(z)

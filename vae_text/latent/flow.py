@@ -17,6 +17,7 @@ density costs Z times T MADE passes there.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 
@@ -136,6 +137,12 @@ class IAFPosterior(Posterior):
         z, log_det = self.flow(z0, self.context)
         self._last = (z, log_q0 - log_det)
         return z
+
+    def detached(self) -> IAFPosterior:
+        """Base parameters and context cut from the graph, and the flow a frozen copy: log q is
+        then a function of z alone (evaluated by inverting the flow, Z * T MADE passes)."""
+        flow = copy.deepcopy(self.flow).requires_grad_(False)
+        return dataclasses.replace(self.map(Tensor.detach), flow=flow)
 
     def log_prob(self, z: Tensor) -> Tensor:
         if self._last is not None and z is self._last[0]:

@@ -1,0 +1,112 @@
+"""InfoVAE (Zhao, Song & Ermon 2019 "InfoVAE: balancing learning and inference in variational
+autoencoders", AAAI), with the maximum mean discrepancy as its divergence (the MMD-VAE):
+
+    loss = rec + (1 - alpha) * beta * KL(q(z|x) || p(z)) + (alpha + lambda - 1) * MMD^2(q(z), p(z))
+
+q(z) is the aggregate posterior, represented by the batch's codes z ~ q(z|x); p(z) by as many
+prior draws. alpha = 1 drops the per-sentence KL (no pressure against information in z); lambda
+weighs how closely q(z) must match p(z). beta (the KL-weight schedule) multiplies the KL term only.
+
+MMD^2 is the unbiased estimate (Gretton et al. 2012), the diagonals left out:
+    mean_{i != j} k(z_i, z_j) + mean_{i != j} k(z'_i, z'_j) - 2 mean_{i, j} k(z_i, z'_j)
+with an RBF kernel exp(-|z - z'|^2 / C) or the inverse multiquadric C / (C + |z - z'|^2)
+(Tolstikhin et al. 2018 "Wasserstein auto-encoders"), C = 2 d scale^2 in both (d the latent size,
+scale the prior's standard deviation: a bandwidth that grows with the typical distance).
+
+The prior draws come from a generator seeded by the step, so a resumed run draws the same ones
+with nothing checkpointed, and every process the same. With several processes each one estimates
+MMD^2 on its own share (the protocol's sum has no gradient, so codes are not gathered): each
+share's estimate is unbiased for the same MMD^2, the whole batch's is their sentence-weighted
+mean, and only the variance depends on the split.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vae_text.errors import ConfigError
+from vae_text.objectives.base import Objective, StepInput, StepOutput, register
+from vae_text.objectives.shares import (
+    batch_means,
+    refuse_free_bits,
+    scheduled_beta,
+    share_sentences,
+)
+
+KERNELS = ("rbf", "imq")
+PRIOR_SEED = 0x1FD0  # salt of the prior draws' generator: any constant, fixed for reproducibility
+
+
+def kernel(x: Tensor, y: Tensor, name: str, scale: float = 1.0) -> Tensor:
+    """k(x_i, y_j) for codes x (n, d) and y (m, d) -> (n, m), with C = 2 d scale^2."""
+    c = 2.0 * x.shape[-1] * scale**2
+    sq = torch.cdist(x, y).pow(2)  # (n, m)
+    if name == "rbf":
+        return torch.exp(-sq / c)
+    if name == "imq":
+        return c / (c + sq)
+    raise ValueError(f"unknown kernel {name!r}: one of {KERNELS}")
+
+
+def mmd(z: Tensor, z_prior: Tensor, name: str = "rbf", scale: float = 1.0) -> Tensor:
+    """The unbiased MMD^2 between samples z (n, d) and z_prior (m, d), n, m >= 2; a 0-dim tensor."""
+    n, m = z.shape[0], z_prior.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"MMD^2 needs two samples a side, got {n} and {m}")
+    kxx, kyy = kernel(z, z, name, scale), kernel(z_prior, z_prior, name, scale)
+    within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return within_x + within_y - 2 * kernel(z, z_prior, name, scale).mean()
+
+
+def prior_draws(prior, n: int, step: int, like: Tensor) -> Tensor:
+    """n codes from p(z) for `step`, the same on every process and after a resume."""
+    g = torch.Generator().manual_seed(PRIOR_SEED * 1_000_003 + step)
+    return prior.sample(n, generator=g, device=like.device).to(like.dtype)
+
+
+@register
+class InfoVae(Objective):
+    """rec + (1 - alpha) beta KL + (alpha + lambda_ - 1) MMD^2 with kernel `kernel` of `scale`."""
+
+    name = "infovae"
+
+    def __init__(self, cfg, alpha: float = 0.0, lambda_: float = 1000.0, kernel: str = "imq",
+                 scale: float = 1.0):
+        super().__init__(cfg)
+        for key, value in (("alpha", alpha), ("lambda_", lambda_), ("scale", scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"objective.args.{key}={value!r} is invalid: a number")
+        if not alpha <= 1:
+            raise ConfigError(f"objective.args.alpha={alpha} is invalid: <= 1 (the KL's weight "
+                              f"1 - alpha must be >= 0)")
+        if not alpha + lambda_ - 1 >= 0:
+            raise ConfigError(f"objective.args.lambda_={lambda_} is invalid: alpha + lambda_ - 1 "
+                              f"(the MMD's weight) must be >= 0")
+        if kernel not in KERNELS:
+            raise ConfigError(f"objective.args.kernel={kernel!r} is unknown: choose one of {KERNELS}")
+        if not scale > 0:
+            raise ConfigError(f"objective.args.scale={scale} is invalid: > 0")
+        refuse_free_bits(cfg, self.name)
+        self.alpha, self.lam, self.kernel, self.scale = float(alpha), float(lambda_), kernel, float(scale)
+
+    def beta(self, step: int) -> float:
+        return scheduled_beta(self.cfg, step)
+
+    def __call__(self, inp: StepInput) -> StepOutput:
+        out, B = inp.out, inp.batch_size
+        rec = out.rec.float() * inp.share  # (N,)
+        kl = out.kl.float().sum(-1) * inp.share  # (N,)
+        z = out.z.float()  # (N, Z) the share's codes: draws of the aggregate posterior
+        n = share_sentences(inp)
+        if n >= 2:  # weighted by its sentences: the shares' terms add up to the batch's mean
+            divergence = mmd(z, prior_draws(inp.prior, z.shape[0], inp.step, z), self.kernel,
+                             self.scale) * n
+        else:  # one code (or none) has no within-sample term: no estimate, no gradient
+            divergence = z.sum() * 0.0
+        weight_kl, weight_mmd = (1 - self.alpha) * inp.beta, self.alpha + self.lam - 1
+        loss = (rec.sum() + weight_kl * kl.sum() + weight_mmd * divergence) / B
+        stats = batch_means(inp, {"rec": rec.sum(), "kl": kl.sum(), "mmd": divergence})
+        stats["loss"] = stats["rec"] + weight_kl * stats["kl"] + weight_mmd * stats["mmd"]
+        return StepOutput(loss, stats)

@@ -1,0 +1,80 @@
+"""The minimum desired rate (Pelsmaeker & Aziz 2020 "Effective estimation of deep generative
+language models", ACL): maximise the ELBO subject to a rate of at least r nats,
+
+    max ELBO  subject to  KL >= r,   KL = E_x KL(q(z|x) || p(z)) over the batch,
+
+by the Lagrangian relaxation with a multiplier lambda >= 0, minimised over the model and maximised
+over lambda:
+
+    loss = rec + beta * KL + lambda * (r - KL)          (beta = 1: the paper's ELBO)
+    lambda <- max(0, lambda + lr * (r - KL))            after each optimizer step
+
+The step on lambda is projected gradient ascent on the loss: while the batch's rate is below r,
+lambda grows and the KL's net weight beta - lambda falls (below 0 it pushes the rate up); once
+the constraint holds, lambda decays to 0 and the plain ELBO is left. The constraint is on the
+batch-mean KL (the paper's rate, estimated on each minibatch), not on each sentence's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vae_text.errors import ConfigError
+from vae_text.objectives.base import Objective, StepInput, StepOutput, register
+from vae_text.objectives.shares import (
+    batch_means,
+    refuse_free_bits,
+    scheduled_beta,
+    share_sentences,
+)
+
+
+def lagrangian(rec: Tensor, kl: Tensor, beta: float, lam: float, rate: float) -> Tensor:
+    """The MDR loss of each sentence, rec + beta KL + lambda (r - KL): rec (N,), kl (N,) -> (N,).
+    Its batch mean is the Lagrangian of the batch-mean constraint."""
+    return rec + beta * kl + lam * (rate - kl)
+
+
+def dual_step(lam: float, rate: float, kl: float, lr: float) -> float:
+    """Projected gradient ascent on lambda: d loss / d lambda = r - KL, then back onto lambda >= 0."""
+    return max(0.0, lam + lr * (rate - kl))
+
+
+def _number(key: str, value, low: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+        raise ConfigError(f"objective.args.{key}={value!r} is invalid: a number >= {low:g}")
+    return float(value)
+
+
+@register
+class MinimumDesiredRate(Objective):
+    """The ELBO with the constraint KL >= `rate` nats; lambda (`lambda_init`, step `lambda_lr`)
+    is learned after each step, logged as "lambda" and kept in checkpoints."""
+
+    name = "mdr"
+    state_keys = ("lam",)
+
+    def __init__(self, cfg, rate: float = 8.0, lambda_lr: float = 0.01, lambda_init: float = 0.0):
+        super().__init__(cfg)
+        self.rate = _number("rate", rate, 0.0)
+        self.lr = _number("lambda_lr", lambda_lr, 0.0)
+        self.lam = _number("lambda_init", lambda_init, 0.0)  # a Python float: saved exactly
+        refuse_free_bits(cfg, self.name)
+
+    def beta(self, step: int) -> float:
+        return scheduled_beta(self.cfg, step)
+
+    def __call__(self, inp: StepInput) -> StepOutput:
+        rec = inp.out.rec.float() * inp.share  # (N,)
+        kl = inp.out.kl.float().sum(-1) * inp.share  # (N,)
+        # lambda * r counted once per sentence: the shares' losses add up to the batch's
+        loss = (lagrangian(rec, kl, inp.beta, self.lam, 0.0).sum()
+                + self.lam * self.rate * share_sentences(inp)) / inp.batch_size
+        stats = batch_means(inp, {"rec": rec.sum(), "kl": kl.sum()})
+        stats["loss"] = lagrangian(stats["rec"], stats["kl"], inp.beta, self.lam, self.rate)
+        stats["lambda"] = torch.tensor(self.lam, dtype=torch.float64)
+        return StepOutput(loss, stats)
+
+    def after_step(self, stats: dict[str, Tensor]) -> None:
+        self.lam = dual_step(self.lam, self.rate, float(stats["kl"]), self.lr)
