@@ -21,12 +21,12 @@ LAYERS = [
      "sweep", "hub", "card", "figures"},  # sweep jobs, the hub, model cards, plots
     {"tokenizer", "presets", "text", "locate", "data", "batches"},  # text -> ids -> batches
     {"transformer"},  # building blocks the parts share (attention with a key/value cache)
-    {"latent", "encoders", "decoders"},  # the parts of a model
+    {"latent", "encoders", "decoders", "nll"},  # the parts of a model (nll: scoring logits)
     {"model"},  # the parts assembled
-    {"objective", "objectives", "generate", "metrics", "evalprogress"},  # what is computed from a model
+    {"objectives", "generate", "metrics", "evalprogress"},  # what is computed from a model
     {"divergence"},  # what stops a diverging run (checkpoint and trainer use it)
     {"remedies", "optim", "checkpoint", "logger", "rundir"},  # what the loop is made of
-    {"trainer"},  # the loop
+    {"trainer", "loop"},  # the loop: one step (trainer), the epochs (loop)
     {"pipeline", "viz"},  # a trained model as a Python object, and its pictures
     {"generation", "probes"},  # what is judged of a trained model's sentences and latent space
     # entry points: may import anything below, not each other except as ENTRY_IMPORTS says
@@ -44,9 +44,8 @@ KNOWN_UPWARD = {
     ("config", "presets"),  # data.prepare against presets.RECIPES
     ("config", "encoders"),  # model.encoder against ENCODERS
     ("config", "latent"),  # model.posterior / model.prior against POSTERIORS, PRIORS
-    ("config", "objective"),  # ObjectiveConfig checks schedule names against objective.SCHEDULES
+    ("config", "objectives"),  # ObjectiveConfig checks its names against SCHEDULES, OBJECTIVES
     ("config", "optim"),  # OptimConfig checks optimizer names against optim.OPTIMIZERS
-    ("model", "objective"),  # TextVAE scores with objective.sentence_nll / gaussian_kl
 }
 
 MAX_LINES = 350

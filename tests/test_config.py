@@ -24,7 +24,7 @@ from vae_text.config import (
 )
 from vae_text.config.entry import _open_dicts
 from vae_text.errors import ConfigError
-from vae_text.objective import SCHEDULES
+from vae_text.objectives import SCHEDULES
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SECTIONS = [f.name for f in dataclasses.fields(TrainRunConfig)]

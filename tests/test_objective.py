@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from vae_text.objective import (
+from vae_text.nll import sentence_nll
+from vae_text.objectives import (
     constant,
     cyclical,
     elbo_loss,
@@ -11,7 +12,6 @@ from vae_text.objective import (
     kl_weight,
     linear,
     logistic,
-    sentence_nll,
 )
 
 

@@ -14,7 +14,7 @@ from conftest import ROOT, compose_cfg, tiny_overrides
 from vae_text.config import ModelConfig, TrainRunConfig
 from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
 from vae_text.model import build_model
-from vae_text.objective import elbo_loss
+from vae_text.objectives import elbo_loss
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.remedies import reinitialize_decoder
 from vae_text.train import train

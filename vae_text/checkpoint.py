@@ -60,18 +60,30 @@ def load_checkpoint(path: str | Path, name: str = "best.pt",
     return blob
 
 
-def read_resume(path: str | Path, model: ModelConfig, optim=None) -> dict[str, Any]:
-    """The last.pt a run continues from, checked against the model (and optim) config of now."""
+def read_resume(path: str | Path, model: ModelConfig, optim=None, objective=None) -> dict[str, Any]:
+    """The last.pt a run continues from, checked against the model (and optim, objective)
+    config of now."""
     blob = load_checkpoint(path, name="last.pt")
     check_resumable(blob, model, f"train.resume={path}")
     if optim is not None:
         check_same_optim(blob, optim, f"train.resume={path}")
+    if objective is not None:
+        check_same_objective(blob, objective.name, f"train.resume={path}")
     return blob
 
 
+def check_same_objective(blob: dict[str, Any], name: str, where: str) -> None:
+    """A run goes on with the objective it was trained with (a checkpoint from before the
+    objectives named theirs was trained with the ELBO)."""
+    was = blob["config"].get("objective", {}).get("name", "elbo")
+    if was != name:
+        raise CheckpointError(f"{where}: the checkpoint was trained with objective={was} but "
+                              f"objective={name} now; resume with objective={was}, or start a new run")
+
+
 def training_blob(trainer, full: bool) -> dict[str, Any]:
-    """What a trainer's checkpoint holds: weights, the resolved config, the tokenizer, the loop and
-    remedy states; with `full` (last.pt) also the optimizer, lr-plateau and RNG states."""
+    """What a trainer's checkpoint holds: weights, the resolved config, the tokenizer, the loop,
+    remedy and objective states; with `full` (last.pt) also the optimizer, lr-plateau and RNG states."""
     from omegaconf import OmegaConf
 
     blob = {
@@ -81,6 +93,7 @@ def training_blob(trainer, full: bool) -> dict[str, Any]:
         "tokenizer": trainer.corpus.tokenizer.state(),
         "state": asdict(trainer.state),
         "remedies": {r.name: r.state_dict() for r in trainer.remedies},
+        "objective": trainer.objective.state_dict(),  # a multiplier, a running estimate: exactly
     }
     if full:
         blob["optimizer"] = trainer.optimizer.state_dict()
@@ -103,6 +116,8 @@ def restore(trainer, blob: dict[str, Any]) -> None:
     trainer.state = type(trainer.state)(**state)
     for remedy in trainer.remedies:
         remedy.load_state_dict(remedies[remedy.name])
+    if "objective" in blob:  # older checkpoints: the objective's fresh state (the ELBO has none)
+        trainer.objective.load_state_dict(blob["objective"])
     set_rng_state(blob["rng"])
     from vae_text.logger import TrainWindow
 

@@ -28,7 +28,7 @@ from vae_text.errors import ConfigError
 from vae_text.generate import decode
 from vae_text.metrics import evaluate
 from vae_text.model import TextVAE, build_model
-from vae_text.objective import elbo_loss
+from vae_text.objectives import elbo_loss
 from vae_text.tokenizer import Tokenizer
 
 Sentences = Sequence[Sequence[str]]

@@ -156,8 +156,9 @@ class TrainWindow:
         self.steps += 1
         self.tokens += stats["tokens"]
         self.rec_nats += stats["rec"] * stats["sentences"]  # rec is a mean over the batch's sentences
-        for k in ("loss", "rec", "kl", "inner_steps"):
-            self.sums[k] = self.sums.get(k, 0.0) + stats[k]
+        for k, v in stats.items():  # the objective's statistics and the remedies' counts
+            if k not in ("beta", "tokens", "sentences"):
+                self.sums[k] = self.sums.get(k, 0.0) + v
         self.beta = stats["beta"]
 
     def flush(self, seconds: float) -> dict:

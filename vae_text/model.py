@@ -21,7 +21,7 @@ from vae_text.config import ModelConfig
 from vae_text.decoders import DECODERS, Decoder
 from vae_text.encoders import ENCODERS, Encoder
 from vae_text.latent import POSTERIORS, PRIORS, Posterior, Prior, kl_term
-from vae_text.objective import sentence_nll
+from vae_text.nll import sentence_nll
 
 
 @dataclass

@@ -29,7 +29,7 @@ def register() -> None:
     """
     from hydra.core.config_store import ConfigStore
 
-    from vae_text.objective import SCHEDULES
+    from vae_text.objectives import SCHEDULES
 
     store = ConfigStore.instance()
     for name, cls in (("base_train", TrainRunConfig), ("base_evaluate", EvaluateConfig),

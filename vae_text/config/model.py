@@ -99,7 +99,7 @@ class ModelConfig:
 
 class ScheduleConfig(dict):
     """`objective.schedule`, flat as users type it (`objective.schedule.warmup_steps=100`): `name`
-    picks a function in `objective.SCHEDULES` and every other key is one of its keyword arguments,
+    picks a function in `objectives.SCHEDULES` and every other key is one of its keyword arguments,
     whose defaults are the function's own. A new schedule is a new function: no schema changes."""
 
     @property
@@ -109,7 +109,7 @@ class ScheduleConfig(dict):
     @property
     def params(self) -> dict[str, Any]:
         """Every keyword argument of the schedule: those set, else the function's defaults."""
-        from vae_text.objective import SCHEDULES
+        from vae_text.objectives import SCHEDULES
 
         given = {k: v for k, v in self.items() if k != "name"}
         return {**schedule_defaults(SCHEDULES[self.name]), **given}
@@ -122,8 +122,9 @@ class ScheduleConfig(dict):
 
 @dataclass
 class ObjectiveConfig:
-    """loss = rec + beta(step) * KL with beta(step) = kl_weight * schedule(step); validation and
-    test always report the beta = 1 ELBO."""
+    """What training minimises: the objective `name` with its options `args`. The KL weight beta(step)
+    = kl_weight * schedule(step) and free bits are the ELBO's (and any objective's that weighs a
+    KL); validation and test always report the beta = 1 ELBO."""
 
     kl_weight: float = 1.0  # beta: the weight the schedule rises to (the sweep key)
     # A dict, not a dataclass, so that any schedule's parameters pass composition (ScheduleConfig).
@@ -132,8 +133,11 @@ class ObjectiveConfig:
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "linear"})
     free_bits: float = 0.0  # nats the KL may use for free (0: off); the reported KL is the true KL
     free_bits_mode: str = "dim"  # "dim": batch mean per dimension; "sentence"; "element" (Li et al.)
+    name: str = "elbo"  # the objective: a key of vae_text.objectives.OBJECTIVES (objective=<name>)
+    args: dict[str, Any] = field(default_factory=dict)  # its options: its __init__'s keywords after cfg
 
     def __post_init__(self) -> None:
+        self._check_objective()
         if not isinstance(self.kl_weight, (int, float)) or self.kl_weight < 0:
             raise ConfigError(
                 f"objective.kl_weight={self.kl_weight!r} is invalid: it must be a number >= 0"
@@ -141,7 +145,7 @@ class ObjectiveConfig:
         if not isinstance(self.free_bits, (int, float)) or self.free_bits < 0:
             raise ConfigError(f"objective.free_bits={self.free_bits!r} is invalid: nats >= 0")
         _choice("objective.free_bits_mode", self.free_bits_mode, ("dim", "sentence", "element"))
-        from vae_text.objective import SCHEDULES  # late import: objective imports nothing of ours
+        from vae_text.objectives import SCHEDULES  # late import: it imports torch
 
         params = dict(self.schedule)
         name = params.pop("name", None)
@@ -170,6 +174,28 @@ class ObjectiveConfig:
             fn(0, **self.schedule.params)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"objective.schedule ({name}): {err}") from None
+
+
+    def _check_objective(self) -> None:
+        """`name` is a registered objective and `args` are options its `__init__` declares."""
+        from vae_text.objectives import OBJECTIVES  # late import: it imports torch
+
+        if self.name not in OBJECTIVES:
+            raise ConfigError(f"objective.name={self.name!r} is unknown: choose one of "
+                              f"{sorted(OBJECTIVES)} (objective=<name>)")
+        if not isinstance(self.args, dict):
+            raise ConfigError(f"objective.args={self.args!r} is invalid: a mapping of options")
+        known = objective_options(OBJECTIVES[self.name])
+        for key in self.args:
+            if key not in known:
+                raise ConfigError(f"objective.args.{key} is not an option of objective={self.name}: "
+                                  f"it takes {sorted(known) or 'none'}")
+
+
+def objective_options(cls: type) -> set[str]:
+    """An objective's options: the keyword arguments of its `__init__` after `cfg`."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, cfg
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def schedule_defaults(fn) -> dict[str, Any]:

@@ -262,6 +262,7 @@ class TrainRunConfig:
             raise ConfigError("remedy.aggressive / remedy.pretrain_epochs need a latent: "
                               "model.kind=lm has none")
         o, m = self.objective, self.model
+        _objective_fits(o, m)
         if m.kind == "vae" and o.free_bits > 0 and o.free_bits_mode in ("dim", "element"):
             from vae_text.latent import POSTERIORS, PRIORS, kl_per_dimension
 
@@ -273,6 +274,15 @@ class TrainRunConfig:
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict) -> TrainRunConfig:
         return section(cls, cfg, "")
+
+
+def _objective_fits(objective: ObjectiveConfig, model: ModelConfig) -> None:
+    """An objective that weighs a latent needs a model with one."""
+    from vae_text.objectives import OBJECTIVES  # late import: it imports torch
+
+    if model.kind == "lm" and OBJECTIVES[objective.name].needs_latent:
+        raise ConfigError(f"objective={objective.name} needs a latent but model.kind=lm has none: "
+                          f"use objective=elbo, or model=vae")
 
 
 @dataclass

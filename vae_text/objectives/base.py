@@ -43,7 +43,9 @@ class StepInput:
     share: float  # 1.0; 0.0 for a process that got no sentence (it takes part with a zero loss)
     step: int  # optimizer steps since the current phase began (schedules count from it)
     beta: float  # the KL weight of this step: `Objective.beta(step)` after the remedies' hooks
-    reduce: Callable[[Tensor], Tensor]  # sum over processes (identity in one process); no gradient
+    # sum over processes, element-wise, as float64 on the CPU (in one process: the values as they
+    # are); no gradient, and one device sync: reduce what you need in one call
+    reduce: Callable[[Tensor], Tensor]
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from vae_text.errors import ConfigError
-from vae_text.objective import kl_weight
+from vae_text.objectives.schedules import kl_weight
 
 if TYPE_CHECKING:  # annotations only
     from vae_text.config import ObjectiveConfig
