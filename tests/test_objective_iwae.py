@@ -9,7 +9,7 @@ from objective_inputs import batch, objective_cfg, rows, run, step_input, tiny_m
 
 from vae_text.errors import ConfigError
 from vae_text.latent import LOG_2PI
-from vae_text.objectives import OBJECTIVES
+from vae_text.objectives import OBJECTIVES, Elbo
 from vae_text.objectives.iwae import Iwae, dreg_surrogate, iw_bound, log_weights
 
 X = 1.3  # the observation of the toy: p(z) = N(0, 1), p(x|z) = N(x; z, 1), so p(x) = N(x; 0, 2)
@@ -214,3 +214,26 @@ def test_dreg_changes_only_the_encoder_gradient_of_a_real_model():
     for name in grads[False]:
         same = torch.allclose(grads[False][name], grads[True][name], rtol=1e-5, atol=1e-7)
         assert same == name.startswith("decoder."), name  # the encoder's and head's differ
+
+
+@pytest.mark.parametrize("posterior,prior", [("gaussian", "mog"), ("iaf", "standard_normal")])
+def test_iwae_at_k_1_equals_the_elbo_objective_where_its_kl_is_the_single_draw_estimate(
+        posterior, prior):
+    model = tiny_model(posterior=posterior, prior=prior)
+    tokens, lengths = batch()
+    cfg = objective_cfg("linear", kl_weight=0.9)
+    results, grads = {}, {}
+    for objective in (Elbo(cfg), Iwae(cfg, samples=1)):
+        beta = objective.beta(4000)  # the same schedule: 0.36
+        result = objective(step_input(run(model, tokens, lengths), model.prior, beta=beta))
+        model.zero_grad()
+        result.loss.backward()
+        results[objective.name] = result
+        grads[objective.name] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert results["iwae"].loss.item() == pytest.approx(results["elbo"].loss.item(), rel=1e-6)
+    for key in ("loss", "rec", "kl"):
+        assert results["iwae"].stats[key].item() == pytest.approx(
+            results["elbo"].stats[key].item(), rel=1e-6), key
+    assert len(grads["iwae"]) == len(grads["elbo"])
+    for a, b in zip(grads["iwae"], grads["elbo"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
