@@ -14,9 +14,9 @@ from vae_text.objectives.infovae import InfoVae, kernel, mmd, prior_draws
 
 def test_kernel_hand_values():
     x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 1.0]])  # n 3, d 2
-    y = torch.tensor([[1.0, 1.0], [0.0, 0.0]])  # m 2
+    y = torch.tensor([[1.0, 1.0], [0.0, 0.0], [2.0, 2.0], [-1.0, 0.0]])  # m 4
     # C = 2 d scale^2 = 4 at scale 1; |x_0 - y_0|^2 = 2
-    assert kernel(x, y, "rbf").shape == (3, 2)
+    assert kernel(x, y, "rbf").shape == (3, 4)
     assert kernel(x, y, "rbf")[0, 0].item() == pytest.approx(math.exp(-2 / 4))
     assert kernel(x, y, "imq")[0, 0].item() == pytest.approx(4 / (4 + 2))
     assert kernel(x, y, "imq", scale=0.5)[2, 1].item() == pytest.approx(1 / (1 + 10))  # C = 1
