@@ -8,6 +8,7 @@ collapse act through their hooks (vae_text.remedies) and the epoch loop lives in
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -38,6 +39,8 @@ from vae_text.model import build_model, word_dropout_rate
 from vae_text.objectives import OBJECTIVES, StepInput, StepOutput
 from vae_text.optim import build_optimizer, plateau_rule
 from vae_text.remedies import Phase, build_remedies, update_only
+
+log = logging.getLogger("vae_text")
 
 
 @dataclass
@@ -84,8 +87,8 @@ class Trainer:
         self.state = TrainState()
         if resume is not None:
             restore(self, resume)
-            loop.log.info("resumed from %s at step %d (epoch %d)", settings.train.resume,
-                          self.state.step, self.state.epoch)
+            log.info("resumed from %s at step %d (epoch %d)", settings.train.resume,
+                     self.state.step, self.state.epoch)
         self.model.use_mean = not settings.model.sample_z
         for remedy in self.remedies:
             remedy.start(self.view)
