@@ -45,6 +45,7 @@ KNOWN_UPWARD = {
     ("config", "encoders"),  # model.encoder against ENCODERS
     ("config", "latent"),  # model.posterior / model.prior against POSTERIORS, PRIORS
     ("config", "objectives"),  # ObjectiveConfig checks its names against SCHEDULES, OBJECTIVES
+    ("config", "remedies"),  # TrainRunConfig checks the remedies' declared needs (was a hand-kept list)
     ("config", "optim"),  # OptimConfig checks optimizer names against optim.OPTIMIZERS
 }
 

@@ -113,6 +113,8 @@ def restore(trainer, blob: dict[str, Any]) -> None:
     if trainer.plateau is not None and blob.get("plateau") is not None:
         trainer.plateau.load_state_dict(blob["plateau"])
     state, remedies = _upgrade(blob)
+    check_same_remedies(set(remedies), [r.name for r in trainer.remedies],
+                        f"train.resume={trainer.s.train.resume}")
     trainer.state = type(trainer.state)(**state)
     for remedy in trainer.remedies:
         remedy.load_state_dict(remedies[remedy.name])
@@ -133,10 +135,23 @@ def _upgrade(blob: dict[str, Any]) -> tuple[dict, dict]:
         return state, blob["remedies"]
     pretraining, aggressive = state.pop("pretraining", False), state.pop("aggressive", False)
     best_mi = state.pop("best_mi", -math.inf)
+    remedy = blob["config"].get("remedy", {})
     if state.get("phase_start", 0) > 0:  # its VAE phase began after the fixed pretraining epochs
-        state["phase_epoch"] = blob["config"].get("remedy", {}).get("pretrain_epochs", 0)
-    return state, {"pretrain": {"active": pretraining},
-                   "aggressive": {"active": aggressive, "best_mi": best_mi}}
+        state["phase_epoch"] = remedy.get("pretrain_epochs", 0)
+    states = {"pretrain": {"active": pretraining},
+              "aggressive": {"active": aggressive, "best_mi": best_mi}}
+    on = {"pretrain": remedy.get("pretrain_epochs", 0) > 0, "aggressive": remedy.get("aggressive")}
+    return state, {name: s for name, s in states.items() if on[name]}
+
+
+def check_same_remedies(saved: set[str], now: list[str], where: str) -> None:
+    """A run goes on with the remedies it was trained with: their states are part of it."""
+    added, dropped = sorted(set(now) - saved), sorted(saved - set(now))
+    if added or dropped:
+        change = ", ".join([f"{n} added" for n in added] + [f"{n} removed" for n in dropped])
+        raise CheckpointError(f"{where}: the checkpoint's remedies are {sorted(saved) or 'none'} "
+                              f"but {sorted(now) or 'none'} now ({change}); resume with the same "
+                              f"remedy keys, or start a new run")
 
 
 def check_resumable(blob: dict[str, Any], model: ModelConfig, where: str) -> None:

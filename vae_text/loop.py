@@ -21,6 +21,10 @@ from vae_text.metrics import evaluate
 from vae_text.optim import build_optimizer, set_lr
 
 if TYPE_CHECKING:  # the trainer calls these; they never import it at run time
+    from torch import Tensor
+
+    from vae_text.batches import Batch
+    from vae_text.remedies import Phase
     from vae_text.trainer import Trainer
 
 log = logging.getLogger("vae_text")
@@ -74,7 +78,7 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
         if not done and out_of_time(t):
             done, t.stopped = True, "max_minutes"
         for remedy in t.remedies:
-            remedy.end_epoch(t)
+            remedy.end_epoch(t.view)
         t.save("last.pt")
 
 
@@ -89,7 +93,7 @@ def already_stopped(t: Trainer) -> str | None:
         return "max_steps"
     if cfg.early_stopping is not None and t.state.bad_epochs >= cfg.early_stopping:
         return "early_stopping"
-    if not t.autoencoding and out_of_lr_decays(t):
+    if t.phase is None and out_of_lr_decays(t):
         return "lr_decays"
     return "max_minutes" if t.state.step > 0 and out_of_time(t) else None
 
@@ -120,15 +124,16 @@ def validate(t: Trainer, logger: MetricsLogger, epoch_end: bool) -> str | None:
     metrics = evaluate(t.model, t.corpus["valid"], cfg=ev, full=False, dist=t.dist)
     metrics["lr"] = t.optimizer.param_groups[0]["lr"]
     monitor = t.s.train.monitor
-    if t.autoencoding:  # the autoencoder's -ELBO is no model-selection score
-        metrics["pretraining"] = 1
-        monitor = next(r.phase_monitor() for r in t.remedies if r.autoencoding())
+    phase = t.phase
+    if phase is not None:  # e.g. an autoencoder's -ELBO is no model-selection score
+        metrics[phase.name] = 1
+        monitor = phase.monitor
         if monitor is None:
             logger.log({f"val/{k}": v for k, v in metrics.items()}, t.state.step,
                        t.state.epoch)
             return None
     for remedy in t.remedies:
-        remedy.after_validation(t, metrics, epoch_end)
+        remedy.after_validation(t.view, metrics, epoch_end)
     score = metrics[monitor]
     improved = score < t.state.best
     if improved:
@@ -145,7 +150,7 @@ def validate(t: Trainer, logger: MetricsLogger, epoch_end: bool) -> str | None:
             stop = "early_stopping"
             log.info("early stopping: no better validation %s for %d epochs",
                      t.s.train.monitor, t.state.bad_epochs)
-        if not t.autoencoding and out_of_lr_decays(t):  # an AE phase ends instead
+        if phase is None and out_of_lr_decays(t):  # a phase ends instead
             stop = "lr_decays"
     logger.log({f"val/{k}": v for k, v in metrics.items()}, t.state.step, t.state.epoch)
     return stop
@@ -162,3 +167,43 @@ def decay_lr(t: Trainer) -> None:
         set_lr(t.optimizer, lr)
     log.info("lr decay %d: lr %.4g%s", t.plateau.decays, lr,
              ", from the best weights" if t.s.optim.plateau_reload_best else "")
+
+
+class RemedyView:
+    """The loop as remedies see it (vae_text.remedies.Loop): the model, the loop's position and
+    the few actions a remedy takes, so that no remedy reaches into the trainer."""
+
+    def __init__(self, trainer: Trainer):
+        self._t = trainer
+
+    model = property(lambda self: self._t.model)
+    seed = property(lambda self: self._t.s.seed)
+    step = property(lambda self: self._t.state.step)
+    epoch = property(lambda self: self._t.state.epoch)
+    phase_epochs = property(lambda self: self._t.state.epoch - self._t.state.phase_epoch)
+
+    @property
+    def phase(self) -> Phase | None:
+        return self._t.phase
+
+    def loss_of(self, batch: Batch, noise_seed: int) -> tuple[Tensor, float]:
+        loss, stats = self._t.loss(batch, self._t.step_beta, noise_seed)
+        return loss, stats["loss"]
+
+    def inner_batch(self, i: int) -> tuple[Batch, int]:
+        return self._t.inner_batch(i)
+
+    def optimize(self, loss: Tensor, part: str | None = None) -> None:
+        self._t.optimize(loss, part)
+
+    def save(self, name: str) -> None:
+        self._t.save(name)
+
+    def load_best(self) -> None:
+        self._t.load_best()
+
+    def new_phase(self) -> None:
+        self._t.new_phase()
+
+    def out_of_lr_decays(self) -> bool:
+        return out_of_lr_decays(self._t)

@@ -8,6 +8,7 @@ collapse act through their hooks (vae_text.remedies) and the epoch loop lives in
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -37,7 +38,9 @@ from vae_text.metrics import evaluate_to
 from vae_text.model import build_model, word_dropout_rate
 from vae_text.objectives import OBJECTIVES, StepInput, StepOutput
 from vae_text.optim import build_optimizer, plateau_rule
-from vae_text.remedies import build_remedies
+from vae_text.remedies import Phase, build_remedies, update_only
+
+log = logging.getLogger("vae_text")
 
 
 @dataclass
@@ -78,16 +81,17 @@ class Trainer:
         o = settings.objective
         self.objective = OBJECTIVES[o.name](o, **o.args)
         self.remedies = build_remedies(settings.remedy)
+        self.view = loop.RemedyView(self)  # all that remedies see of the trainer
         self.optimizer = build_optimizer(self.model.parameters(), settings.optim)
         self.plateau = plateau_rule(settings.optim)
         self.state = TrainState()
         if resume is not None:
             restore(self, resume)
-            loop.log.info("resumed from %s at step %d (epoch %d)", settings.train.resume,
-                          self.state.step, self.state.epoch)
+            log.info("resumed from %s at step %d (epoch %d)", settings.train.resume,
+                     self.state.step, self.state.epoch)
         self.model.use_mean = not settings.model.sample_z
         for remedy in self.remedies:
-            remedy.start(self)
+            remedy.start(self.view)
         self.started, self.seconds_before = time.perf_counter(), self.state.seconds
         self.net = self.model  # what training calls: the model, or its DDP wrapper
         if self.dist.active:
@@ -99,9 +103,9 @@ class Trainer:
         self.stopped = "epochs"
 
     @property
-    def autoencoding(self) -> bool:
-        """In a remedy's autoencoder phase: no KL term, z = mu, no model selection."""
-        return any(r.autoencoding() for r in self.remedies)
+    def phase(self) -> Phase | None:
+        """A remedy's phase in progress (an autoencoder phase), None in the model's own training."""
+        return next((p for r in self.remedies if (p := r.phase()) is not None), None)
 
     def new_phase(self) -> None:
         """A fresh optimizer and model selection, the KL schedule restarting (a remedy's phase)."""
@@ -111,10 +115,9 @@ class Trainer:
         self.state.best, self.state.bad_epochs = math.inf, 0
 
     def epoch_cap(self) -> int:
-        """The last epoch of the current phase: a remedy's autoencoder phase, or train.epochs."""
-        epochs = next((r.extra_epochs for r in self.remedies if r.autoencoding()),
-                      self.s.train.epochs)
-        return self.state.phase_epoch + epochs
+        """The last epoch of the current phase: a remedy's phase, or train.epochs."""
+        phase = self.phase
+        return self.state.phase_epoch + (self.s.train.epochs if phase is None else phase.epochs)
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -137,9 +140,11 @@ class Trainer:
     # --- one step -------------------------------------------------------------------------------
 
     def beta(self) -> float:
-        if self.autoencoding:  # the autoencoder phase: no KL term at all
-            return 0.0
-        return self.objective.beta(self.state.step - self.state.phase_start)
+        """The objective's KL weight at the phase's step, then each remedy's say on it."""
+        beta = self.objective.beta(self.state.step - self.state.phase_start)
+        for remedy in self.remedies:
+            beta = remedy.beta(self.view, beta)
+        return beta
 
     def run_objective(self, batch: Batch, beta: float, noise_seed: int) -> StepOutput:
         """This rank's share of a (global) batch through the model and the objective.
@@ -177,6 +182,17 @@ class Trainer:
         result = self.run_objective(batch, beta, noise_seed)
         return result.loss * self.dist.world, {k: float(v) for k, v in result.stats.items()}
 
+    def optimize(self, loss: Tensor, part: str | None = None) -> None:
+        """An optimizer step on `loss` for a remedy's inner loop; with `part` that part alone
+        (the other's gradients dropped, so its weights and Adam moments stay as they are)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if part is not None:
+            update_only(self.model, part)
+        if self.s.optim.clip_norm is not None:  # the norm of the part's gradients (None skipped)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.optim.clip_norm)
+        self.optimizer.step()
+
     def noise_seed(self, i: int) -> int:
         return (self.s.seed * 1_000_003 + self.state.step * 1_009 + i) * 2 + 1
 
@@ -188,19 +204,19 @@ class Trainer:
         return collate(self.corpus["train"], index), self.noise_seed(i + 1)
 
     def train_step(self, batch: Batch) -> dict:
-        beta = self.beta()
+        self.step_beta = beta = self.beta()  # also the beta of a remedy's inner steps (loss_of)
         m = self.s.model
         self.model.word_dropout_rate = word_dropout_rate(self.state.step, m.word_dropout,
                                                          m.word_dropout_end, m.word_dropout_steps)
         extra = {"inner_steps": 0}
         for remedy in self.remedies:
-            extra.update(remedy.before_step(self, beta))
+            extra.update(remedy.before_step(self.view))
         result = self.run_objective(batch, beta, self.noise_seed(0))
         stats = {k: float(v) for k, v in result.stats.items()}
         self.optimizer.zero_grad(set_to_none=True)
         (result.loss * self.dist.world).backward()  # DDP averages gradients over ranks: undo it
         for remedy in self.remedies:
-            remedy.after_backward(self)
+            remedy.after_backward(self.view)
         norm = clip_gradients(self.model, self.s.optim.clip_norm)  # before the step: NaN stops here
         stop_if_diverged(stats["loss"], norm, self.run_dir, self.state.step + 1)
         self.optimizer.step()
@@ -214,9 +230,6 @@ class Trainer:
     def fit(self, logger: MetricsLogger) -> None:
         """Train until the epochs, steps, time or patience run out (vae_text.loop)."""
         loop.fit(self, logger)
-
-    def out_of_lr_decays(self) -> bool:
-        return loop.out_of_lr_decays(self)
 
     def test(self, logger: MetricsLogger) -> dict:
         self.load_best()  # eval_test.json; a test cut short resumes its IW-NLL (vae_text.evalprogress)

@@ -97,3 +97,22 @@ def _fraction(key: str, value: Any) -> None:
 def _device(value: Any) -> None:
     if value != "auto" and not str(value).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device={value!r} is invalid: auto, cpu, cuda, cuda:N or mps")
+
+
+# --- the run's parts against their registries (late imports: they import torch) ----------------
+
+
+def remedies_fit(remedy: Any, model: Any) -> None:
+    """The remedies asked for get what they declare they need (a latent, a phase of their own)."""
+    from vae_text.remedies import build_remedies, check_needs  # late import: it imports torch
+
+    check_needs(build_remedies(remedy), model.kind)
+
+
+def objective_fits(objective: Any, model: Any) -> None:
+    """An objective that weighs a latent needs a model with one."""
+    from vae_text.objectives import OBJECTIVES  # late import: it imports torch
+
+    if model.kind == "lm" and OBJECTIVES[objective.name].needs_latent:
+        raise ConfigError(f"objective={objective.name} needs a latent but model.kind=lm has none: "
+                          f"use objective=elbo, or model=vae")

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING, DictConfig
 
-from vae_text.config.checks import _choice, _device, _positive_int, _positive_or_null, section
+from vae_text.config.checks import (
+    _choice,
+    _device,
+    _positive_int,
+    _positive_or_null,
+    objective_fits,
+    remedies_fit,
+    section,
+)
 from vae_text.config.data import SPLITS, STRATEGIES, DataConfig, TokenizerConfig
 from vae_text.config.model import ModelConfig, ObjectiveConfig
 from vae_text.errors import ConfigError
@@ -82,7 +90,9 @@ class TrainConfig:
 
 @dataclass
 class RemedyConfig:
-    """Training procedures against posterior collapse (vae_text.remedies)."""
+    """Training procedures against posterior collapse (vae_text.remedies): the options of the
+    built-in remedies, named as their `__init__` keywords; each is on when its switch is set
+    (`aggressive`, `pretrain_epochs`), here or by composing conf/remedy/<name>.yaml."""
 
     # He et al. 2019: encoder-only updates before each decoder step until the encoder's loss stops
     # improving; switched off once validation MI stops rising
@@ -257,12 +267,9 @@ class TrainRunConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed={self.seed!r} is invalid: it must be an integer")
         _device(self.device)
-        r = self.remedy
-        if self.model.kind == "lm" and (r.aggressive or r.pretrain_epochs):
-            raise ConfigError("remedy.aggressive / remedy.pretrain_epochs need a latent: "
-                              "model.kind=lm has none")
+        remedies_fit(self.remedy, self.model)
         o, m = self.objective, self.model
-        _objective_fits(o, m)
+        objective_fits(o, m)
         if m.kind == "vae" and o.free_bits > 0 and o.free_bits_mode in ("dim", "element"):
             from vae_text.latent import POSTERIORS, PRIORS, kl_per_dimension
 
@@ -274,15 +281,6 @@ class TrainRunConfig:
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict) -> TrainRunConfig:
         return section(cls, cfg, "")
-
-
-def _objective_fits(objective: ObjectiveConfig, model: ModelConfig) -> None:
-    """An objective that weighs a latent needs a model with one."""
-    from vae_text.objectives import OBJECTIVES  # late import: it imports torch
-
-    if model.kind == "lm" and OBJECTIVES[objective.name].needs_latent:
-        raise ConfigError(f"objective={objective.name} needs a latent but model.kind=lm has none: "
-                          f"use objective=elbo, or model=vae")
 
 
 @dataclass

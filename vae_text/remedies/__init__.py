@@ -1,0 +1,26 @@
+"""Remedies against posterior collapse that change the loop: the protocol (`Remedy`, its hooks,
+the `Loop` it sees, `Phase`), the registry `REMEDIES` and the two remedies of the papers."""
+
+from vae_text.remedies.aggressive import (
+    AggressiveInference,
+    aggressive_encoder_updates,
+    until_no_progress,
+)
+from vae_text.remedies.base import (
+    NEEDS,
+    REMEDIES,
+    Loop,
+    Phase,
+    Remedy,
+    build_remedies,
+    check_needs,
+    encoder_parameters,
+    register,
+    update_only,
+)
+from vae_text.remedies.pretrain import EncoderPretraining, reinitialize_decoder
+
+__all__ = ["NEEDS", "REMEDIES", "AggressiveInference", "EncoderPretraining", "Loop", "Phase",
+           "Remedy", "aggressive_encoder_updates", "build_remedies", "check_needs",
+           "encoder_parameters", "reinitialize_decoder", "register", "until_no_progress",
+           "update_only"]
