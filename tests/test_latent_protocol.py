@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from conftest import compose_cfg, fit_tiny, tiny_overrides
-from vae_text.config import EvalConfig, ModelConfig, TrainRunConfig
+from vae_text.config import EvalConfig, ModelConfig
 from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
 from vae_text.errors import ConfigError
 from vae_text.latent import POSTERIORS, PRIORS
 from vae_text.metrics import batch_elbo, evaluate, iw_log_likelihood, mutual_information
 from vae_text.model import build_model
+from vae_text.parts import check_model, train_settings
 from vae_text.train import train
 
 FAMILIES = {  # name: (posterior, prior, posterior_args, prior_args)
@@ -131,10 +132,10 @@ def test_each_family_trains_end_to_end_on_the_tiny_corpus_and_reloads(experiment
 
 def test_configs_that_would_mean_something_else_are_refused():
     with pytest.raises(ConfigError, match=r"model\.prior=standard_normal lives on real"):
-        ModelConfig(posterior="vmf")
+        check_model(ModelConfig(posterior="vmf"))
     with pytest.raises(ConfigError, match=r"model\.prior=uniform_sphere"):
-        ModelConfig(prior="uniform_sphere")
-    ModelConfig(posterior="vmf", prior="vamp")  # a mixture of vMFs lives on the sphere
+        check_model(ModelConfig(prior="uniform_sphere"))
+    check_model(ModelConfig(posterior="vmf", prior="vamp"))  # a mixture of vMFs lives on the sphere
     with pytest.raises(ConfigError, match=r"model\.latent_size=1 is invalid for model\.posterior=vmf"):
         build_model(ModelConfig(posterior="vmf", prior="uniform_sphere", latent_size=1),
                     Vocab([PAD, BOS, EOS, UNK]))
@@ -143,9 +144,9 @@ def test_configs_that_would_mean_something_else_are_refused():
         for mode in ("dim", "element"):
             cfg = compose_cfg([*overrides, "objective.free_bits=2", f"objective.free_bits_mode={mode}"])
             with pytest.raises(ConfigError, match=rf"objective\.free_bits_mode={mode} needs a KL per") as err:
-                TrainRunConfig.from_cfg(cfg)
+                train_settings(cfg)
             assert "\n" not in str(err.value)
-        TrainRunConfig.from_cfg(compose_cfg([*overrides, "objective.free_bits=2",
+        train_settings(compose_cfg([*overrides, "objective.free_bits=2",
                                              "objective.free_bits_mode=sentence"]))
-    TrainRunConfig.from_cfg(compose_cfg(["objective.free_bits=2", "objective.free_bits_mode=dim"]))
-    TrainRunConfig.from_cfg(compose_cfg(["model.prior=mog", "objective.free_bits_mode=dim"]))  # off
+    train_settings(compose_cfg(["objective.free_bits=2", "objective.free_bits_mode=dim"]))
+    train_settings(compose_cfg(["model.prior=mog", "objective.free_bits_mode=dim"]))  # off

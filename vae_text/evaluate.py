@@ -20,7 +20,9 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from vae_text.config import DataConfig, EvaluateConfig, hydra_entry, section
+from vae_text import plugins
+from vae_text.command import hydra_entry
+from vae_text.config import DataConfig, EvaluateConfig, section
 from vae_text.data import encode_split
 from vae_text.errors import ConfigError
 from vae_text.evalprogress import progress_file
@@ -55,6 +57,7 @@ def format_table(metrics: dict, title: str) -> str:
 def run(cfg: DictConfig | EvaluateConfig) -> dict:
     if not isinstance(cfg, EvaluateConfig):
         cfg = section(EvaluateConfig, cfg, "")  # an EvaluateConfig is the suite's EvalConfig too
+    plugins.load(cfg.plugins)  # the run's own plugins come with its checkpoint (parts.saved_model)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     loaded = load_any(cfg.checkpoint, pick_device(str(cfg.device)))  # run dir, .pt or export

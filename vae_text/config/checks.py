@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import typing
 from typing import Any, TypeVar
@@ -51,13 +50,6 @@ def _finite_numbers(value: Any, key: str) -> None:
         enumerate(value) if isinstance(value, (list, tuple)) else ()
     for k, v in items:
         _finite_numbers(v, f"{key}.{k}" if key else str(k))
-
-
-def _options(cls: type) -> set[str]:
-    """A registry entry's options: the keyword-only arguments of its __init__."""
-    return {p.name for p in inspect.signature(cls.__init__).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
 
 
 def _dataclass_of(hint: Any) -> type | None:

@@ -18,7 +18,7 @@ from vae_text.errors import ConfigError
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # a key of vae_text.optim.OPTIMIZERS: adam | sgd
+    name: str = "adam"  # a key of vae_text.optim.OPTIMIZERS: adam | sgd (checked by vae_text.parts)
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)  # adam
     momentum: float = 0.0  # sgd
@@ -31,9 +31,6 @@ class OptimConfig:
     min_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        from vae_text.optim import OPTIMIZERS  # late import: optim imports this module
-
-        _choice("optim.name", self.name, tuple(OPTIMIZERS))
         if not self.lr > 0:
             raise ConfigError(f"optim.lr={self.lr!r} is invalid: it must be > 0")
         for key in ("weight_decay", "min_lr"):
@@ -252,8 +249,10 @@ class TrainRunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
+    plugins: list[str] = field(default_factory=list)  # modules of your own parts, imported first
 
     def __post_init__(self) -> None:
+        _plugins(self.plugins)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed={self.seed!r} is invalid: it must be an integer")
         _device(self.device)
@@ -261,17 +260,11 @@ class TrainRunConfig:
         if self.model.kind == "lm" and (r.aggressive or r.pretrain_epochs):
             raise ConfigError("remedy.aggressive / remedy.pretrain_epochs need a latent: "
                               "model.kind=lm has none")
-        o, m = self.objective, self.model
-        if m.kind == "vae" and o.free_bits > 0 and o.free_bits_mode in ("dim", "element"):
-            from vae_text.latent import POSTERIORS, PRIORS, kl_per_dimension
-
-            if kl_per_dimension(POSTERIORS[m.posterior], PRIORS[m.prior]) is False:
-                raise ConfigError(f"objective.free_bits_mode={o.free_bits_mode} needs a KL per latent "
-                                  f"dimension, which model.posterior={m.posterior} with model.prior="
-                                  f"{m.prior} has not (one total): use objective.free_bits_mode=sentence")
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict) -> TrainRunConfig:
+        """The values checked; the names of parts are checked by vae_text.parts.train_settings,
+        which also imports the plugins first."""
         return section(cls, cfg, "")
 
 
@@ -290,9 +283,11 @@ class EvaluateConfig(EvalConfig):
     num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
     generation: bool = False  # also the generation suite (samples, diversity, probes): its keys in gen.*
     gen: GenerationConfig = field(default_factory=GenerationConfig)
+    plugins: list[str] = field(default_factory=list)  # modules of your own parts (also the run's own)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _plugins(self.plugins)
         _need_checkpoint(self.checkpoint)
         _choice("split", self.split, SPLITS)
         _device(self.device)
@@ -316,9 +311,11 @@ class SampleConfig(DecodeConfig):
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
+    plugins: list[str] = field(default_factory=list)  # modules of your own parts (also the run's own)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _plugins(self.plugins)
         _need_checkpoint(self.checkpoint)
         if self.num_threads is not None:
             _positive_int("num_threads", self.num_threads)
@@ -335,3 +332,9 @@ def _need_checkpoint(value: str) -> None:
     if value in (MISSING, None, ""):
         raise ConfigError("checkpoint= is missing: give a run directory, a checkpoint file or an "
                           "export folder (checkpoint=outputs/<date>/<time>)")
+
+
+def _plugins(value: list[str]) -> None:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"plugins={value!r} is invalid: a list of module names "
+                          f"(plugins=[my_lab.parts])")
