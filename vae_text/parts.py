@@ -173,13 +173,14 @@ def train_settings(cfg: DictConfig | dict) -> TrainRunConfig:
 def saved_model(config: Mapping[str, Any]) -> ModelConfig:
     """The model config of a saved run (a checkpoint's or an export's `config`), its plugins
     imported first so that a model with the user's own prior loads."""
-    plugins.load(_plugins_of(config))
-    model = section(ModelConfig, config["model"], "model")
+    named = _plugins_of(config)
     try:
-        return check_model(model)
+        plugins.load(named)
+        return check_model(section(ModelConfig, config["model"], "model"))
     except ConfigError as err:
-        raise ConfigError(f"{err} (the run was trained with plugins={list(config.get('plugins') or [])};"
-                          f" the installed ones: {list(plugins.load_entry_points())})") from None
+        if not named:
+            raise
+        raise ConfigError(f"{err} (the run was trained with plugins={named})") from None
 
 
 def _plugins_of(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
