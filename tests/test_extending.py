@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_registries import shares_agree
 
 from conftest import ROOT, TINY, compose_cfg, tiny_overrides, write_corpus
 from vae_text import decoders, latent, objectives, remedies
@@ -214,6 +215,7 @@ def test_objective_example(parts):
         {"rec": 20.0, "kl": 1.5, "loss": 65 / 3})
     assert (step(slice(0, 2)).loss + step(slice(2, 3)).loss).item() == pytest.approx(65 / 3)
     assert keyword_only(type(objective)) == {"gamma", "capacity"}
+    shares_agree(type(objective))  # the protocol every registered objective keeps
 
 
 def test_remedy_example(parts, corpus_dir, tmp_path):
