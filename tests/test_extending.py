@@ -20,6 +20,7 @@ from test_registries import shares_agree
 
 from conftest import ROOT, TINY, compose_cfg, tiny_overrides, write_corpus
 from vae_text import decoders, latent, objectives, remedies
+from vae_text.errors import ConfigError
 from vae_text.logger import SilentLogger
 from vae_text.model import Output
 from vae_text.parts import keyword_only, train_settings
@@ -237,3 +238,17 @@ def test_remedy_example(parts, corpus_dir, tmp_path):
     assert second.state.epoch == 3
     assert all(torch.equal(a, b) for a, b in zip(encoder, second.model.encoder_parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(decoder, second.model.decoder.parameters()))
+
+
+def test_a_plugin_that_fails_to_import_shows_its_own_error(tmp_path, monkeypatch):
+    """A module that is there but imports something missing is the user's bug: its own error
+    (and traceback) comes through, not "no module named" for the plugin."""
+    from vae_text import plugins
+
+    (tmp_path / "broken_lab.py").write_text("import no_such_dependency_xyz\n")
+    (tmp_path / "plain_lab.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
+        plugins.load(["broken_lab"])
+    with pytest.raises(ConfigError, match=r"^plugins: no module named 'plain_lab\.parts': "):
+        plugins.load(["plain_lab.parts"])  # a module inside a plain module: not there

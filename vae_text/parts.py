@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from vae_text import plugins
 from vae_text.config import ModelConfig, ScheduleConfig, TrainRunConfig, schedule_defaults, section
 from vae_text.config import register as register_schemas
+from vae_text.config.checks import _module_names
 from vae_text.decoders import DECODERS
 from vae_text.encoders import ENCODERS
 from vae_text.errors import ConfigError
@@ -187,11 +188,9 @@ def _plugins_of(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
     value = cfg.get("plugins")
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
-    if value is None:
+    if value is None:  # a run from before plugins existed
         return []
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"plugins={value!r} is invalid: a list of module names "
-                          f"(plugins=[my_lab.parts])")
+    _module_names("plugins", value)
     return list(value)
 
 

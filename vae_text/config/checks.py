@@ -86,6 +86,13 @@ def _fraction(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: it must be in [0, 1)")
 
 
+def _module_names(key: str, value: Any) -> None:
+    """A list of dotted Python module names (`plugins=[my_lab.parts]`)."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, str) and v and all(p.isidentifier() for p in v.split(".")) for v in value):
+        raise ConfigError(f"{key}={value!r} is invalid: a list of module names ({key}=[my_lab.parts])")
+
+
 def _device(value: Any) -> None:
     if value != "auto" and not str(value).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device={value!r} is invalid: auto, cpu, cuda, cuda:N or mps")

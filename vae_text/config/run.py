@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING, DictConfig
 
-from vae_text.config.checks import _choice, _device, _positive_int, _positive_or_null, section
+from vae_text.config.checks import (
+    _choice,
+    _device,
+    _module_names,
+    _positive_int,
+    _positive_or_null,
+    section,
+)
 from vae_text.config.data import SPLITS, STRATEGIES, DataConfig, TokenizerConfig
 from vae_text.config.model import ModelConfig, ObjectiveConfig
 from vae_text.errors import ConfigError
@@ -252,7 +259,7 @@ class TrainRunConfig:
     plugins: list[str] = field(default_factory=list)  # modules of your own parts, imported first
 
     def __post_init__(self) -> None:
-        _plugins(self.plugins)
+        _module_names("plugins", self.plugins)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed={self.seed!r} is invalid: it must be an integer")
         _device(self.device)
@@ -287,7 +294,7 @@ class EvaluateConfig(EvalConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _plugins(self.plugins)
+        _module_names("plugins", self.plugins)
         _need_checkpoint(self.checkpoint)
         _choice("split", self.split, SPLITS)
         _device(self.device)
@@ -315,7 +322,7 @@ class SampleConfig(DecodeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _plugins(self.plugins)
+        _module_names("plugins", self.plugins)
         _need_checkpoint(self.checkpoint)
         if self.num_threads is not None:
             _positive_int("num_threads", self.num_threads)
@@ -332,9 +339,3 @@ def _need_checkpoint(value: str) -> None:
     if value in (MISSING, None, ""):
         raise ConfigError("checkpoint= is missing: give a run directory, a checkpoint file or an "
                           "export folder (checkpoint=outputs/<date>/<time>)")
-
-
-def _plugins(value: list[str]) -> None:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"plugins={value!r} is invalid: a list of module names "
-                          f"(plugins=[my_lab.parts])")
