@@ -17,7 +17,7 @@ from torch import Tensor
 # Each schedule is a pure function of the optimizer step returning a factor in [0, 1]; the weight
 # used in the loss is kl_weight * factor. To add one, write a function and register it below:
 # it becomes the option `objective/schedule=<name>` and its keyword arguments, with their defaults,
-# the keys of `objective.schedule` (vae_text.config.register): the signatures are the defaults' home.
+# the keys of `objective.schedule` (vae_text.parts.register): the signatures are the defaults' home.
 
 
 def constant(step: int) -> float:

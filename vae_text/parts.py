@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,7 @@ class Named:
 
     key: str  # dotted, from the top of the training config: "model.prior"
     registry: Mapping[str, Any]
-    args: str | None = None  # the key of the chosen entry's options: "model.prior_args"
+    args: str | None = None  # the key of its options, in the same section: "model.prior_args"
     options: Callable[[Any], set[str]] = keyword_only  # the options an entry declares
     when: Callable[[Any], bool] | None = None  # given the key's section: whether it applies
 
@@ -197,14 +197,14 @@ def _plugins_of(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
 # --- Hydra -------------------------------------------------------------------------------------
 
 
-def register(modules: Iterable[str] = ()) -> None:
+def register() -> None:
     """Everything composing `conf/` needs in Hydra's ConfigStore (idempotent): the schemas
-    (vae_text.config.register) and, from the installed entry points' and `modules`' registries
-    too, every KL schedule as the option `objective/schedule=<name>`, its keys and defaults read
-    from the function's signature."""
+    (vae_text.config.register) and every KL schedule as the option `objective/schedule=<name>`,
+    its keys and defaults read from the function's signature (the installed plugins' schedules
+    too: their entry points are imported first; `plugins=` is read only after composing)."""
     from hydra.core.config_store import ConfigStore
 
-    plugins.load(modules)
+    plugins.load()
     register_schemas()
     store = ConfigStore.instance()
     for name, fn in SCHEDULES.items():

@@ -3,9 +3,9 @@
 Hydra composes `conf/` on top of these classes (`register()` stores them in its ConfigStore as the
 schemas `base_train`, `base_evaluate` and `base_sample`), so the YAML files hold only what differs
 from the defaults below, and a misspelt key (`model.latnet_size=3`) or a wrong type (`optim.lr=abc`)
-fails while Hydra composes, with the key named (`vae_text.command.hydra_entry` prints it as one line). Fields typed
-`dict[str, Any]` (a schedule's parameters, a family's options) stay open: any key composes and the
-dataclass that owns the field checks it. OmegaConf does not run `__post_init__`, so the range
+fails while Hydra composes, with the key named (`vae_text.command.hydra_entry` prints it as one
+line). Fields typed `dict[str, Any]` (a schedule's parameters, a family's options) stay open: any
+key composes and the dataclass that owns the field checks it. OmegaConf does not run `__post_init__`, so the range
 checks run after composing: `section(cls, cfg.model, "model")` (or `TrainRunConfig.from_cfg`)
 builds the dataclasses, and a bad value is a one-line `ConfigError` naming the key.
 
