@@ -98,7 +98,7 @@ def tiny(corpus: Path, run: Path) -> list[str]:
 
 def test_the_readme_has_the_examples():
     names = [re.search(r"^class (\w+)", ex, re.M).group(1) for ex in readme_examples()]
-    assert names == ["ScaledNormal", "FixedVarianceHead", "BagOfWordsDecoder", "Capacity",
+    assert names == ["ScaledNormal", "FixedVarianceHead", "BagOfWordsDecoder", "FixedBeta",
                      "FreezeEncoder"]
     assert list(readme_yaml()) == ["my_lab/conf/model/prior/scaled_normal.yaml"]
 
@@ -198,10 +198,10 @@ def test_decoder_example(parts):
 
 
 def test_objective_example(parts):
-    """B = 3 sentences, Z = 2, gamma = 2, C = 1: per sentence rec + 2 |KL - 1| is
-    10 + 2|3 - 1| = 14, 20 + 2|0.5 - 1| = 21 and 30 + 2|1 - 1| = 30, so the loss is 65 / 3; two
-    processes holding rows {0, 1} and {2} contribute shares that sum to it."""
-    objective = objectives.OBJECTIVES["capacity"](None, gamma=2.0, capacity=1.0)
+    """B = 3 sentences, Z = 2, beta = 2: per sentence rec + 2 KL is 10 + 2 * 3 = 16,
+    20 + 2 * 0.5 = 21 and 30 + 2 * 1 = 32, so the loss is 69 / 3 = 23; two processes holding
+    rows {0, 1} and {2} contribute shares that sum to it."""
+    objective = objectives.OBJECTIVES["fixed_beta"](None, beta=2.0)
     rec = torch.tensor([10.0, 20.0, 30.0])
     kl = torch.tensor([[1.0, 2.0], [0.25, 0.25], [0.5, 0.5]])  # totals 3, 0.5, 1
 
@@ -211,11 +211,11 @@ def test_objective_example(parts):
                                               beta=1.0, reduce=lambda t: t))
 
     whole = step(slice(0, 3))
-    assert whole.loss.item() == pytest.approx(65 / 3)
+    assert whole.loss.item() == pytest.approx(23.0)
     assert {k: v.item() for k, v in whole.stats.items()} == pytest.approx(
-        {"rec": 20.0, "kl": 1.5, "loss": 65 / 3})
-    assert (step(slice(0, 2)).loss + step(slice(2, 3)).loss).item() == pytest.approx(65 / 3)
-    assert keyword_only(type(objective)) == {"gamma", "capacity"}
+        {"rec": 20.0, "kl": 1.5, "loss": 23.0})
+    assert (step(slice(0, 2)).loss + step(slice(2, 3)).loss).item() == pytest.approx(23.0)
+    assert keyword_only(type(objective)) == {"beta"}
     shares_agree(type(objective))  # the protocol every registered objective keeps
 
 

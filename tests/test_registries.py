@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from vae_text import parts
-from vae_text.config import ModelConfig, ObjectiveConfig, OptimConfig, RemedyConfig, TrainRunConfig
+from vae_text.config import (
+    EvaluateConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    RemedyConfig,
+    TrainRunConfig,
+)
 from vae_text.data import Vocab
 from vae_text.decoders import DECODERS
 from vae_text.encoders import ENCODERS
@@ -214,3 +221,12 @@ def test_the_share_check_catches_a_mean_over_the_process_own_rows():
 
     with pytest.raises(AssertionError):
         shares_agree(ShareMean)
+
+
+def test_the_evaluate_command_names_its_keys_as_it_takes_them(monkeypatch):
+    """An `eval.*` registry key is `eval.<key>` in a training config and `<key>` for the evaluate
+    command (its suite keys are top-level). `where` stands in for a key naming an entry."""
+    monkeypatch.setattr(parts, "NAMED", (*NAMED, Named("eval.where", {"eval.": object})))
+    check_names(TrainRunConfig())  # EvalConfig.where == "eval."
+    with pytest.raises(ConfigError, match=r"^where='' is unknown: choose one of \['eval\.'\]$"):
+        parts.check_eval(EvaluateConfig(checkpoint="run"))

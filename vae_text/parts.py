@@ -22,7 +22,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from vae_text import plugins
-from vae_text.config import ModelConfig, ScheduleConfig, TrainRunConfig, schedule_defaults, section
+from vae_text.config import (
+    EvalConfig,
+    ModelConfig,
+    ScheduleConfig,
+    TrainRunConfig,
+    schedule_defaults,
+    section,
+)
 from vae_text.config import register as register_schemas
 from vae_text.config.checks import _module_names
 from vae_text.decoders import DECODERS
@@ -53,10 +60,12 @@ class Named:
     args: str | None = None  # the key of its options, in the same section: "model.prior_args"
     options: Callable[[Any], set[str]] = keyword_only  # the options an entry declares
     when: Callable[[Any], bool] | None = None  # given the key's section: whether it applies
+    hint: str = ""  # appended to the unknown-name message: " (objective=<name>)"
 
 
-# One line a registry. The objectives, remedies and metrics join here once their config keys exist
-# (e.g. `Named("objective.name", OBJECTIVES, "objective.args")`).
+# One line a registry. The objectives, remedies and metrics join here once their config keys exist,
+# e.g. `Named("objective.name", OBJECTIVES, "objective.args", options=objective_options,
+# hint=" (objective=<name>)")` and `Named("eval.metrics", METRICS)` (a list: each name checked).
 NAMED = (
     Named("model.decoder", DECODERS, "model.decoder_args"),
     Named("model.encoder", ENCODERS, "model.encoder_args", when=_has_latent),
@@ -74,7 +83,7 @@ def check_names(settings: TrainRunConfig) -> TrainRunConfig:
     """Check every name of a training config against its registry, and fill the KL schedule's
     defaults in (from its function); returns `settings`. Import the plugins first."""
     for named in NAMED:
-        _check(named, settings, "")
+        _check(named, settings)
     check_model(settings.model)
     settings.objective.schedule = checked_schedule(settings.objective.schedule)
     o, m = settings.objective, settings.model
@@ -89,9 +98,7 @@ def check_names(settings: TrainRunConfig) -> TrainRunConfig:
 def check_model(model: ModelConfig) -> ModelConfig:
     """The names of a model config (also one read from a checkpoint), and what its parts must
     agree on; returns `model`."""
-    for named in NAMED:
-        if named.key.startswith("model."):
-            _check(named, model, "model.")
+    check_section(model, "model.")
     if model.kind == "vae":  # both live on one space (R^Z, the sphere), or the prior is the posterior's
         q_on = getattr(POSTERIORS[model.posterior], "support", "real")
         p_on = getattr(PRIORS[model.prior], "support", "real")
@@ -108,28 +115,46 @@ def check_model(model: ModelConfig) -> ModelConfig:
     return model
 
 
-def _check(named: Named, root: Any, prefix: str) -> None:
-    """`named` against the config `root`, whose keys start after `prefix` ("model." for a
-    ModelConfig, "" for a whole training config)."""
+def check_eval(cfg: EvalConfig) -> EvalConfig:
+    """The names of an evaluation config (`eval.*` of a training run; the evaluate command's own
+    top-level keys), after the plugins it names; returns `cfg`."""
+    plugins.load(getattr(cfg, "plugins", ()))
+    return check_section(cfg, "eval.", shown=cfg.where)
+
+
+def check_section(root: Any, prefix: str, shown: str | None = None) -> Any:
+    """The `NAMED` keys under `prefix` ("model.", "eval.") in `root`, that section of a training
+    config; messages name the keys with `shown` in place of the prefix (the evaluate command's
+    keys are top-level). Returns `root`."""
+    for named in NAMED:
+        if named.key.startswith(prefix):
+            _check(named, root, prefix, prefix if shown is None else shown)
+    return root
+
+
+def _check(named: Named, root: Any, prefix: str = "", shown: str = "") -> None:
+    """`named` against the config `root`, whose keys start after `prefix`."""
     where, _, field = named.key[len(prefix):].rpartition(".")
     section_ = functools.reduce(getattr, where.split("."), root) if where else root
     if named.when is not None and not named.when(section_):
         return
+    key = shown + named.key[len(prefix):]
+    args_key = shown + named.args[len(prefix):] if named.args else ""
     value = getattr(section_, field)
     for name in value if isinstance(value, (list, tuple)) else [value]:
         if name not in named.registry:
-            raise ConfigError(f"{named.key}={name!r} is unknown: choose one of "
-                              f"{sorted(named.registry)}")
+            raise ConfigError(f"{key}={name!r} is unknown: choose one of "
+                              f"{sorted(named.registry)}{named.hint}")
         if named.args is None:
             continue
         args = getattr(section_, named.args.rpartition(".")[2])
         if not isinstance(args, dict):
-            raise ConfigError(f"{named.args}={args!r} is invalid: a mapping of options")
+            raise ConfigError(f"{args_key}={args!r} is invalid: a mapping of options")
         known = named.options(named.registry[name])
-        for key in args:
-            if key not in known:
-                raise ConfigError(f"{named.args}.{key} is not an option of "
-                                  f"{named.key}={name}: it takes {sorted(known) or 'none'}")
+        for option in args:
+            if option not in known:
+                raise ConfigError(f"{args_key}.{option} is not an option of "
+                                  f"{key}={name}: it takes {sorted(known) or 'none'}")
 
 
 def checked_schedule(schedule: dict) -> ScheduleConfig:
