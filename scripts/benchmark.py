@@ -36,7 +36,8 @@ from hydra import compose, initialize_config_dir
 from torch import Tensor, nn
 
 from vae_text.batches import batch_plan, iterate
-from vae_text.config import ModelConfig, TrainRunConfig, register
+from vae_text.config import ModelConfig
+from vae_text.parts import register, train_settings
 from vae_text.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -153,10 +154,10 @@ def main() -> None:
                         help="print torch.profiler's table of this many project steps and stop")
     args = parser.parse_args()
 
-    register()  # the schemas conf/ is composed on
+    register()  # the schemas and the options conf/ is composed on
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("train", overrides=args.overrides)
-    settings = TrainRunConfig.from_cfg(cfg)
+    settings = train_settings(cfg)
     if settings.train.num_threads:
         torch.set_num_threads(settings.train.num_threads)
     trainer = Trainer(cfg, settings, run_dir=Path("/nonexistent"))  # nothing is written

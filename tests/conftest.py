@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vae_text.config import register
+from vae_text.parts import register
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 PTB_DIR = ROOT / "data" / "ptb"
 
-register()  # the schemas conf/ is composed on (the entry points register them themselves)
+register()  # the schemas and options conf/ is composed on (the entry points register them too)
 
 NOUNS = ["cat", "dog", "bird", "fish", "man", "woman", "child", "car"]
 VERBS = ["sees", "likes", "eats", "chases", "finds"]

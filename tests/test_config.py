@@ -25,6 +25,7 @@ from vae_text.config import (
 from vae_text.config.entry import _open_dicts
 from vae_text.errors import ConfigError
 from vae_text.objectives import SCHEDULES
+from vae_text.parts import check_names, checked_schedule, train_settings
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SECTIONS = [f.name for f in dataclasses.fields(TrainRunConfig)]
@@ -63,7 +64,7 @@ def test_the_dataclasses_are_the_one_source_of_defaults(name):
     if name == "objective":  # objective/schedule=linear spells out its function's defaults
         schema["schedule"] |= schedule_defaults(SCHEDULES["linear"])
     assert composed == schema
-    assert getattr(TrainRunConfig.from_cfg(compose_cfg([])), name) == getattr(TrainRunConfig(), name)
+    assert getattr(train_settings(compose_cfg([])), name) == getattr(check_names(TrainRunConfig()), name)
 
 
 def test_evaluate_and_sample_defaults_come_from_the_suite_and_decoding_dataclasses():
@@ -81,7 +82,8 @@ def test_evaluate_and_sample_defaults_come_from_the_suite_and_decoding_dataclass
 def test_the_default_schedule_is_linear_everywhere():
     assert ObjectiveConfig().schedule.name == "linear"
     assert compose_cfg([]).objective.schedule.name == "linear"
-    assert ObjectiveConfig().schedule.params == {"warmup_steps": 10_000, "start": 0.0}
+    assert ObjectiveConfig().schedule.params == {}  # its function's defaults come with the check
+    assert checked_schedule(ObjectiveConfig().schedule).params == {"warmup_steps": 10_000, "start": 0.0}
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
@@ -89,15 +91,15 @@ def test_every_schedule_is_an_option_made_from_its_signature(name):
     cfg = compose_cfg([f"objective/schedule={name}"])
     assert OmegaConf.to_container(cfg.objective.schedule) == {"name": name,
                                                               **schedule_defaults(SCHEDULES[name])}
-    schedule = TrainRunConfig.from_cfg(cfg).objective.schedule
+    schedule = train_settings(cfg).objective.schedule
     assert schedule.name == name and schedule.params == schedule_defaults(SCHEDULES[name])
 
 
 def test_schedule_parameters_stay_flat():
-    s = TrainRunConfig.from_cfg(compose_cfg(["objective.schedule.warmup_steps=100",
+    s = train_settings(compose_cfg(["objective.schedule.warmup_steps=100",
                                        "objective.schedule.start=0.25"]))
     assert s.objective.schedule.params == {"warmup_steps": 100, "start": 0.25}
-    s = TrainRunConfig.from_cfg(compose_cfg(["objective/schedule=cyclical", "objective.schedule.cycles=3"]))
+    s = train_settings(compose_cfg(["objective/schedule=cyclical", "objective.schedule.cycles=3"]))
     assert s.objective.schedule.params["cycles"] == 3
 
 
@@ -128,12 +130,12 @@ def test_there_are_experiments():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(name):
     cfg = compose_cfg([f"+experiment={name}"])
-    settings = TrainRunConfig.from_cfg(cfg)
+    settings = train_settings(cfg)
     assert settings.model.latent_size > 0
 
 
 def test_defaults_are_the_founding_design():
-    s = TrainRunConfig.from_cfg(compose_cfg(["+experiment=ptb"]))
+    s = train_settings(compose_cfg(["+experiment=ptb"]))
     m = s.model
     assert (m.embed_size, m.encoder_hidden, m.latent_size, m.decoder_hidden) == (100, 200, 32, 100)
     assert m.conditioning == "both" and m.kind == "vae" and not m.bidirectional
@@ -158,12 +160,12 @@ def test_defaults_are_the_founding_design():
 def test_invalid_values_fail_with_the_key_named(override, key):
     # model.bn_gamma=abc, here before the schemas, now fails at compose (the test above)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
-        TrainRunConfig.from_cfg(compose_cfg(["+experiment=smoke", override]))
+        train_settings(compose_cfg(["+experiment=smoke", override]))
     assert "\n" not in str(err.value)
 
 
 def test_switching_schedule_drops_the_experiments_other_schedule_parameters():
-    s = TrainRunConfig.from_cfg(compose_cfg(["+experiment=ptb", "objective/schedule=logistic"]))
+    s = train_settings(compose_cfg(["+experiment=ptb", "objective/schedule=logistic"]))
     assert s.objective.schedule.name == "logistic"
     assert s.objective.schedule.params == {"k": 0.0025, "x0": 2500}
 

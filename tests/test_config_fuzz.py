@@ -17,12 +17,12 @@ from conftest import CONF, compose_cfg, tiny_overrides
 from vae_text.config import (
     EvaluateConfig,
     SampleConfig,
-    TrainRunConfig,
     compose_error,
     is_compose_error,
     section,
 )
 from vae_text.errors import ConfigError
+from vae_text.parts import train_settings
 
 FAST = settings(max_examples=400, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -56,7 +56,7 @@ def entries(corpus) -> dict[str, tuple]:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         evaluate = compose("evaluate", overrides=["checkpoint=run"])
         sample = compose("sample", overrides=["checkpoint=run"])
-    return {"train": (compose_cfg(tiny_overrides(corpus)), TrainRunConfig.from_cfg),
+    return {"train": (compose_cfg(tiny_overrides(corpus)), train_settings),
             "evaluate": (evaluate, lambda c: section(EvaluateConfig, c, "")),
             "sample": (sample, lambda c: section(SampleConfig, c, ""))}
 

@@ -27,6 +27,7 @@ from vae_text.latent import (
 )
 from vae_text.metrics import batch_elbo, iw_log_likelihood, mutual_information, sentence_noise
 from vae_text.model import build_model
+from vae_text.parts import check_model
 from vae_text.train import train
 
 B, Z = 5, 3  # batch and latent: different sizes
@@ -178,7 +179,7 @@ def test_iw_nll_with_one_sample_is_the_negative_elbo_in_expectation_and_bounds_i
 ])
 def test_unknown_names_and_options_are_config_errors_naming_the_key(kw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
-        ModelConfig(**kw)
+        check_model(ModelConfig(**kw))
     assert "\n" not in str(err.value)
 
 

@@ -9,6 +9,7 @@ from conftest import compose_cfg
 from vae_text.config import DataConfig, TrainRunConfig
 from vae_text.data import load_corpus
 from vae_text.errors import ConfigError, DataError
+from vae_text.parts import check_names, train_settings
 from vae_text.presets import RECIPES, build_splits, words_of
 from vae_text.text import read_labels, read_split
 
@@ -57,7 +58,7 @@ def write_hub(folder, name, tables):
 def preset(name, tmp_path, hub, *extra):
     cfg = compose_cfg(["+experiment=smoke", f"data={name}", f"data.dir={tmp_path / name}",
                        f"data.hub.id={hub}", f"data.cache_dir={tmp_path / 'cache'}", *extra])
-    return TrainRunConfig.from_cfg(cfg).data
+    return train_settings(cfg).data
 
 
 def test_yahoo_is_prepared_once_and_read_as_a_labelled_folder_corpus(tmp_path):
@@ -104,7 +105,7 @@ def test_unreachable_source_is_one_line_naming_the_folder(tmp_path):
 
 
 def test_preset_keys_are_checked():
-    with pytest.raises(ConfigError, match="data.prepare"):
-        DataConfig(prepare="imdb")
+    with pytest.raises(ConfigError, match=r"data\.prepare='imdb' is unknown: choose one of \['snli', "):
+        check_names(TrainRunConfig(data=DataConfig(prepare="imdb")))
     with pytest.raises(ConfigError, match="data.prepare_sizes"):
         DataConfig(prepare="yelp", prepare_sizes=[1, 2])

@@ -8,6 +8,7 @@ from vae_text.checkpoint import load_checkpoint
 from vae_text.config import ModelConfig
 from vae_text.data import Vocab
 from vae_text.model import build_model, word_dropout_rate
+from vae_text.parts import train_settings
 from vae_text.remedies import (
     aggressive_encoder_updates,
     encoder_parameters,
@@ -136,11 +137,10 @@ def test_aggressive_run_logs_inner_steps_and_its_switch(corpus_dir, tmp_path):
 
 
 def test_lm_with_aggressive_is_a_config_error(corpus_dir):
-    from vae_text.config import TrainRunConfig
     from vae_text.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.kind=lm has none"):
-        TrainRunConfig.from_cfg(compose_cfg(tiny_overrides(corpus_dir, "model=lm", "remedy.aggressive=true")))
+        train_settings(compose_cfg(tiny_overrides(corpus_dir, "model=lm", "remedy.aggressive=true")))
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

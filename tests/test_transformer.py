@@ -13,6 +13,7 @@ from vae_text.encoders.transformer import TransformerEncoder
 from vae_text.errors import ConfigError, VaeTextError
 from vae_text.generate import DecodeConfig, decode, greedy_decode
 from vae_text.model import build_model, decoder_inputs
+from vae_text.parts import check_model
 from vae_text.transformer import sinusoid
 
 V = 19  # batch 4, embed 7, encoder 9 (3 heads), latent 5, d_model 12 (4 heads), vocabulary 19
@@ -32,7 +33,7 @@ def model(kind="vae", encoder="lstm", encoder_args=None, layers=2, **decoder_arg
                       decoder_layers=layers, decoder="transformer", encoder=encoder,
                       encoder_args=encoder_args or ({"heads": 3} if encoder == "transformer" else {}),
                       decoder_args=decoder_args)
-    return build_model(cfg, VOCAB).eval()
+    return build_model(check_model(cfg), VOCAB).eval()
 
 
 def padded(sents, width=None):

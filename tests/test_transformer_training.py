@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_cfg, tiny_overrides
-from vae_text.config import ModelConfig, TrainRunConfig
+from vae_text.config import ModelConfig
 from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
 from vae_text.model import build_model
 from vae_text.objectives import elbo_loss
+from vae_text.parts import train_settings
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.remedies import reinitialize_decoder
 from vae_text.train import train
@@ -118,7 +119,7 @@ def test_export_from_pretrained_and_the_sample_cli(corpus_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["ptb_transformer", "ptb_transformer_fb"])
 def test_transformer_experiments_compose(name):
-    s = TrainRunConfig.from_cfg(compose_cfg([f"+experiment={name}"]))
+    s = train_settings(compose_cfg([f"+experiment={name}"]))
     assert (s.model.decoder, s.model.encoder, s.model.decoder_hidden) == ("transformer", "lstm", 128)
     assert s.model.decoder_args["tie_embeddings"] is True and s.data.dir.endswith("ptb")
     assert s.objective.free_bits == (8.0 if name.endswith("fb") else 0.0)

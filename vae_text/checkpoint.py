@@ -205,14 +205,14 @@ def _as_tuple(x):
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", name: str = "best.pt"):
     """(model, tokenizer, config) from a run directory or checkpoint file, in eval mode, no Hydra."""
-    from vae_text.config import ModelConfig, section
     from vae_text.model import build_model
+    from vae_text.parts import saved_model
     from vae_text.tokenizer import tokenizer_from_state
 
     path = resolve_checkpoint(path, name)
     blob = load_checkpoint(path, map_location="cpu")
     tok = tokenizer_from_state(blob["vocab"], blob.get("tokenizer"), str(path))
-    model = build_model(section(ModelConfig, blob["config"]["model"], "model"), tok)
+    model = build_model(saved_model(blob["config"]), tok)  # the run's plugins imported first
     try:
         model.load_state_dict(blob["model"])
     except RuntimeError as err:

@@ -20,12 +20,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from vae_text.config import DataConfig, EvaluateConfig, hydra_entry, section
+from vae_text.command import hydra_entry
+from vae_text.config import DataConfig, EvaluateConfig, section
 from vae_text.data import encode_split
 from vae_text.errors import ConfigError
 from vae_text.evalprogress import progress_file
 from vae_text.locate import resolve_data
 from vae_text.metrics import evaluate
+from vae_text.parts import check_eval
 from vae_text.pipeline import load_any
 from vae_text.text import read_split
 from vae_text.utils import CONFIG_PATH, check_writable, cli, pick_device, write_json
@@ -55,6 +57,7 @@ def format_table(metrics: dict, title: str) -> str:
 def run(cfg: DictConfig | EvaluateConfig) -> dict:
     if not isinstance(cfg, EvaluateConfig):
         cfg = section(EvaluateConfig, cfg, "")  # an EvaluateConfig is the suite's EvalConfig too
+    check_eval(cfg)  # its plugins imported first; the run's own come with its checkpoint
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     loaded = load_any(cfg.checkpoint, pick_device(str(cfg.device)))  # run dir, .pt or export

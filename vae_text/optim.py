@@ -26,7 +26,7 @@ from torch import nn
 
 from vae_text.errors import CheckpointError
 
-if TYPE_CHECKING:  # config checks optim.name against OPTIMIZERS: no import back at run time
+if TYPE_CHECKING:  # annotations only
     from vae_text.config import OptimConfig
 
 

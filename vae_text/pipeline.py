@@ -24,7 +24,6 @@ from torch import Tensor
 
 from vae_text.batches import collate
 from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from vae_text.config import ModelConfig, section
 from vae_text.data import encode_split
 from vae_text.errors import CheckpointError
 from vae_text.generate import DecodeConfig, decode
@@ -32,6 +31,7 @@ from vae_text.hub import HubMixin
 from vae_text.latent import Posterior
 from vae_text.locate import Loaded, is_export, resolve_data
 from vae_text.model import TextVAE, build_model
+from vae_text.parts import saved_model
 from vae_text.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
 from vae_text.utils import atomic_write, pick_device, write_json
 
@@ -104,8 +104,7 @@ class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretraine
             raise CheckpointError(f"{folder}/vocab.json: not a list of tokens (id -> token); "
                                   f"export the model again")
         tokenizer = _export_tokenizer(folder, itos)
-        model_cfg = {k: v for k, v in config["model"].items()}
-        model = build_model(section(ModelConfig, model_cfg, "model"), tokenizer)
+        model = build_model(saved_model(config), tokenizer)  # the run's plugins imported first
         try:
             model.load_state_dict(state)
         except RuntimeError as err:

@@ -27,7 +27,7 @@ def compose_train(overrides: list[str]):
     """conf/train.yaml composed with `overrides`, as `python -m vae_text.train` would."""
     from hydra import compose, initialize_config_dir
 
-    from vae_text.config import register
+    from vae_text.parts import register
 
     register()
     from vae_text.utils import conf_dir

@@ -122,12 +122,12 @@ class RunDirGuard(Callback):
     def _guard(self, config: Any) -> None:
         from omegaconf import OmegaConf, open_dict, read_write
 
-        from vae_text.config import TrainRunConfig
+        from vae_text.parts import train_settings
 
         task = copy.deepcopy(config)
         with read_write(task), open_dict(task):
             del task["hydra"]
-        settings = TrainRunConfig.from_cfg(task)  # a rejected config makes no folder
+        settings = train_settings(task)  # a rejected config (a misspelt prior too) makes no folder
         run_dir = str(OmegaConf.select(config, "hydra.run.dir"))
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.run.dir = run_dir  # resolved once: ${now:...} must not tick over

@@ -12,7 +12,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vae_text.config import SampleConfig, hydra_entry, section
+from vae_text import plugins
+from vae_text.command import hydra_entry
+from vae_text.config import SampleConfig, section
 from vae_text.errors import ConfigError
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.text import read_sentences
@@ -22,6 +24,7 @@ from vae_text.utils import CONFIG_PATH, cli
 def run(cfg: DictConfig | SampleConfig) -> list[str]:
     if not isinstance(cfg, SampleConfig):
         cfg = section(SampleConfig, cfg, "")
+    plugins.load(cfg.plugins)  # the run's own plugins come with its checkpoint (parts.saved_model)
     decoding = cfg  # a SampleConfig is the DecodeConfig of its decoding keys
     vae = TextVAEPipeline.load(cfg.checkpoint, device=str(cfg.device), num_threads=cfg.num_threads)
     if cfg.mode == "sample":

@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vae_text.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
-from vae_text.config import TrainRunConfig, hydra_entry
+from vae_text.command import hydra_entry
+from vae_text.config import TrainRunConfig
 from vae_text.distributed import Dist, setup, teardown
 from vae_text.errors import VaeTextError
 from vae_text.logger import (
@@ -27,6 +28,7 @@ from vae_text.logger import (
     kept_lines,
     named_after_job,
 )
+from vae_text.parts import train_settings
 from vae_text.rundir import check_reuse, claim, release
 from vae_text.sweep import in_sweep, run_job
 from vae_text.trainer import Trainer
@@ -42,7 +44,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     Started by torchrun, each process trains its share of every batch (`vae_text.distributed`);
     rank 0 alone writes the run directory.
     """
-    settings = TrainRunConfig.from_cfg(cfg)  # every config error surfaces here, before data is read
+    settings = train_settings(cfg)  # every config error surfaces here, before data is read
     hydra_dir = None
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig

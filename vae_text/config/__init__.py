@@ -3,19 +3,20 @@
 Hydra composes `conf/` on top of these classes (`register()` stores them in its ConfigStore as the
 schemas `base_train`, `base_evaluate` and `base_sample`), so the YAML files hold only what differs
 from the defaults below, and a misspelt key (`model.latnet_size=3`) or a wrong type (`optim.lr=abc`)
-fails while Hydra composes, with the key named (`hydra_entry` prints it as one line). Fields typed
-`dict[str, Any]` (a schedule's parameters, a family's options) stay open: any key composes and the
-dataclass that owns the field checks it. OmegaConf does not run `__post_init__`, so the range
+fails while Hydra composes, with the key named (`vae_text.command.hydra_entry` prints it as one
+line). Fields typed `dict[str, Any]` (a schedule's parameters, a family's options) stay open: any
+key composes and the dataclass that owns the field checks it. OmegaConf does not run `__post_init__`, so the range
 checks run after composing: `section(cls, cfg.model, "model")` (or `TrainRunConfig.from_cfg`)
 builds the dataclasses, and a bad value is a one-line `ConfigError` naming the key.
 
-This module is the lowest layer: it imports nothing of vae_text but the errors (the KL schedules
-are looked up lazily).
+This package is the lowest layer: it imports nothing of vae_text but the errors. A name that picks
+a registry entry (`model.prior`, `optim.name`, ...) is checked where the registries are known, by
+`vae_text.parts.check_names`, after the user's plugins have registered their own parts.
 """
 
 from vae_text.config.checks import section
 from vae_text.config.data import MAX_LEN, SPLITS, STRATEGIES, DataConfig, HubConfig, TokenizerConfig
-from vae_text.config.entry import compose_error, hydra_entry, is_compose_error, register
+from vae_text.config.entry import compose_error, is_compose_error, register
 from vae_text.config.model import ModelConfig, ObjectiveConfig, ScheduleConfig, schedule_defaults
 from vae_text.config.run import (
     DecodeConfig,
@@ -33,6 +34,6 @@ from vae_text.config.run import (
 __all__ = ["MAX_LEN", "SPLITS", "STRATEGIES", "DataConfig", "DecodeConfig", "EvalConfig",
            "EvaluateConfig", "GenerationConfig", "HubConfig", "LoggerConfig", "ModelConfig", "ObjectiveConfig",
            "OptimConfig", "RemedyConfig", "SampleConfig", "ScheduleConfig", "TokenizerConfig",
-           "TrainConfig", "TrainRunConfig", "compose_error", "hydra_entry", "is_compose_error", "register",
+           "TrainConfig", "TrainRunConfig", "compose_error", "is_compose_error", "register",
            "schedule_defaults", "section"]
 

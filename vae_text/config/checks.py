@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import typing
 from typing import Any, TypeVar
@@ -53,13 +52,6 @@ def _finite_numbers(value: Any, key: str) -> None:
         _finite_numbers(v, f"{key}.{k}" if key else str(k))
 
 
-def _options(cls: type) -> set[str]:
-    """A registry entry's options: the keyword-only arguments of its __init__."""
-    return {p.name for p in inspect.signature(cls.__init__).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-
 def _dataclass_of(hint: Any) -> type | None:
     """The dataclass of a field typed `X` or `X | None`, else None."""
     for t in (hint, *typing.get_args(hint)):
@@ -94,25 +86,16 @@ def _fraction(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: it must be in [0, 1)")
 
 
+def _module_names(key: str, value: Any) -> None:
+    """A list of dotted Python module names (`plugins=[my_lab.parts]`)."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, str) and v and all(p.isidentifier() for p in v.split(".")) for v in value):
+        raise ConfigError(f"{key}={value!r} is invalid: a list of module names ({key}=[my_lab.parts])")
+
+
 def _device(value: Any) -> None:
     if value != "auto" and not str(value).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device={value!r} is invalid: auto, cpu, cuda, cuda:N or mps")
 
 
 # --- the run's parts against their registries (late imports: they import torch) ----------------
-
-
-def remedies_fit(remedy: Any, model: Any) -> None:
-    """The remedies asked for get what they declare they need (a latent, a phase of their own)."""
-    from vae_text.remedies import build_remedies, check_needs  # late import: it imports torch
-
-    check_needs(build_remedies(remedy), model.kind)
-
-
-def objective_fits(objective: Any, model: Any) -> None:
-    """An objective that weighs a latent needs a model with one."""
-    from vae_text.objectives import OBJECTIVES  # late import: it imports torch
-
-    if model.kind == "lm" and OBJECTIVES[objective.name].needs_latent:
-        raise ConfigError(f"objective={objective.name} needs a latent but model.kind=lm has none: "
-                          f"use objective=elbo, or model=vae")

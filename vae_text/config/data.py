@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from vae_text.config.checks import _choice  # noqa: F401
 from vae_text.errors import ConfigError
 
 SPLITS = ("train", "valid", "test")
@@ -92,10 +91,6 @@ class DataConfig:
                 raise ConfigError(f"data.{key}={value!r} is invalid: an integer > 1 or null")
         if self.label_files is not None and set(self.label_files) != set(SPLITS):
             raise ConfigError(f"data.label_files must name exactly the splits {list(SPLITS)}, or be null")
-        if self.prepare is not None:
-            from vae_text.presets import RECIPES  # late import: presets imports this module
-
-            _choice("data.prepare", self.prepare, tuple(RECIPES))
         if self.prepare_sizes is not None and (len(self.prepare_sizes) != 3 or not all(
                 isinstance(n, int) and n > 0 for n in self.prepare_sizes)):
             raise ConfigError(f"data.prepare_sizes={self.prepare_sizes!r} is invalid: three positive "

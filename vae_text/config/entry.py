@@ -1,42 +1,32 @@
-"""Hydra glue: the schemas in its ConfigStore, and one-line errors for a config that does not compose."""
+"""Hydra glue: the schemas in its ConfigStore, and one-line errors for a config that does not compose.
+The entry points' wrapper, which also stores the parts' options, is vae_text.command.hydra_entry."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 import re
-import sys
 import typing
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from vae_text.config.checks import _dataclass_of
-from vae_text.config.model import schedule_defaults
 from vae_text.config.run import EvaluateConfig, SampleConfig, TrainRunConfig
 
 # --- Hydra -------------------------------------------------------------------------------------
 
 
 def register() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent). Call it before composing `conf/`:
-    the entry points do (`hydra_entry`), and so does the tests' conftest.
-
-    Besides `base_train`, `base_evaluate` and `base_sample` (the first entry of the defaults list
-    of train.yaml, evaluate.yaml and sample.yaml), every KL schedule becomes the option
-    `objective/schedule=<name>`, its keys and defaults read from the function's signature.
-    """
+    """Store the schemas `base_train`, `base_evaluate` and `base_sample` (the first entry of the
+    defaults list of train.yaml, evaluate.yaml and sample.yaml) in Hydra's ConfigStore
+    (idempotent). The options made from registries (`objective/schedule=<name>`) are stored by
+    `vae_text.parts.register`, which calls this: use that one before composing `conf/`."""
     from hydra.core.config_store import ConfigStore
-
-    from vae_text.objectives import SCHEDULES
 
     store = ConfigStore.instance()
     for name, cls in (("base_train", TrainRunConfig), ("base_evaluate", EvaluateConfig),
                       ("base_sample", SampleConfig)):
         store.store(name=name, node=_open_dicts(OmegaConf.structured(cls), cls))
-    for name, fn in SCHEDULES.items():
-        store.store(group="objective/schedule", name=name, node={"name": name, **schedule_defaults(fn)})
 
 
 def _open_dicts(node: DictConfig, cls: type) -> DictConfig:
@@ -51,43 +41,6 @@ def _open_dicts(node: DictConfig, cls: type) -> DictConfig:
         elif typing.get_origin(hint) is dict and typing.get_args(hint)[1:] == (Any,):
             OmegaConf.set_struct(node[name], False)
     return node
-
-
-def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
-    """The outermost decorator of a `@hydra.main` entry point: registers the schemas, and reports
-    a config that does not compose (a misspelt key, a wrong type, an unknown option) as one line
-    `error: ...` on stderr with exit status 2, where Hydra alone prints several lines.
-
-    HYDRA_FULL_ERROR=1 is how Hydra hands its exception to the caller instead of printing it; a
-    user who set it keeps the full traceback.
-    """
-
-    @functools.wraps(main)
-    def wrapper() -> Any:
-        from hydra.errors import HydraException
-
-        from vae_text.config.help import entry_help, module_of, wants_help
-
-        register()
-        if wants_help(sys.argv[1:]):  # the command's own keys and comments (vae_text.config.help)
-            print(entry_help(module_of(main)))
-            return None
-        before = os.environ.get("HYDRA_FULL_ERROR")
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        try:
-            return main()
-        except (HydraException, AttributeError) as err:
-            if before == "1" or not is_compose_error(err):
-                raise
-            print(f"error: {compose_error(err)}", file=sys.stderr)
-            sys.exit(2)
-        finally:
-            if before is None:
-                os.environ.pop("HYDRA_FULL_ERROR", None)
-            else:
-                os.environ["HYDRA_FULL_ERROR"] = before
-
-    return wrapper
 
 
 def _null_node_key(err: BaseException) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from vae_text.config.checks import _choice, _fraction, _options, _positive_int, _positive_or_null
+from vae_text.config.checks import _choice, _fraction, _positive_int, _positive_or_null
 from vae_text.errors import ConfigError
 
 # --- model and objective -----------------------------------------------------------------------
@@ -60,59 +60,22 @@ class ModelConfig:
         _positive_or_null("model.bn_gamma", self.bn_gamma)
         if self.kind == "lm" and self.bn_gamma is not None:
             raise ConfigError("model.bn_gamma is set but model.kind=lm has no latent: unset it")
-        self._check_parts()
-
-    def _check_parts(self) -> None:
-        """Each part names a registry entry, and its `_args` are options that entry declares."""
-        from vae_text.decoders import DECODERS  # late imports: they import torch
-        from vae_text.encoders import ENCODERS
-        from vae_text.latent import POSTERIORS, PRIORS
-
-        parts = [("decoder", DECODERS)]
-        if self.kind == "vae":
-            parts += [("encoder", ENCODERS), ("posterior", POSTERIORS), ("prior", PRIORS)]
-        for part, registry in parts:
-            name, args = getattr(self, part), getattr(self, f"{part}_args")
-            if name not in registry:
-                raise ConfigError(f"model.{part}={name!r} is unknown: choose one of {sorted(registry)}")
-            if not isinstance(args, dict):
-                raise ConfigError(f"model.{part}_args={args!r} is invalid: a mapping of options")
-            known = _options(registry[name])
-            for key in args:
-                if key not in known:
-                    raise ConfigError(f"model.{part}_args.{key} is not an option of "
-                                      f"model.{part}={name}: it takes {sorted(known) or 'none'}")
-        if self.kind == "vae":  # both live on one space (R^Z, the sphere), or the prior is the posterior's
-            q_on = getattr(POSTERIORS[self.posterior], "support", "real")
-            p_on = getattr(PRIORS[self.prior], "support", "real")
-            if p_on not in (q_on, "posterior"):
-                raise ConfigError(f"model.prior={self.prior} lives on {p_on} but model.posterior="
-                                  f"{self.posterior} on {q_on}: choose a prior of the same space")
-        if self.kind == "vae" and self.bn_gamma is not None:
-            if "bn_gamma" not in _options(POSTERIORS[self.posterior]):
-                raise ConfigError(f"model.bn_gamma (BN-VAE) is not an option of "
-                                  f"model.posterior={self.posterior}: unset it")
-            if "bn_gamma" in self.posterior_args:
-                raise ConfigError("model.bn_gamma and model.posterior_args.bn_gamma are both set: "
-                                  "set model.bn_gamma only")
 
 
 class ScheduleConfig(dict):
     """`objective.schedule`, flat as users type it (`objective.schedule.warmup_steps=100`): `name`
-    picks a function in `objectives.SCHEDULES` and every other key is one of its keyword arguments,
-    whose defaults are the function's own. A new schedule is a new function: no schema changes."""
+    picks a function in `objectives.SCHEDULES` and every other key is one of its keyword arguments.
+    A new schedule is a new function: no schema changes. `vae_text.parts.check_names` checks the
+    name and fills in the function's defaults (config/ imports no registry)."""
 
     @property
     def name(self) -> str:
-        return self["name"]
+        return self.get("name")
 
     @property
     def params(self) -> dict[str, Any]:
-        """Every keyword argument of the schedule: those set, else the function's defaults."""
-        from vae_text.objectives import SCHEDULES
-
-        given = {k: v for k, v in self.items() if k != "name"}
-        return {**schedule_defaults(SCHEDULES[self.name]), **given}
+        """The keyword arguments of the schedule (every one, once checked)."""
+        return {k: v for k, v in self.items() if k != "name"}
 
     def __eq__(self, other: object) -> bool:  # the same function with the same arguments
         return isinstance(other, ScheduleConfig) and (self.name, self.params) == (other.name, other.params)
@@ -129,7 +92,7 @@ class ObjectiveConfig:
     kl_weight: float = 1.0  # beta: the weight the schedule rises to (the sweep key)
     # A dict, not a dataclass, so that any schedule's parameters pass composition (ScheduleConfig).
     # Its keys' defaults are the schedule function's: the option objective/schedule=linear (made
-    # from its signature, vae_text.config.register) spells them out in the composed config.
+    # from its signature, vae_text.parts.register) spells them out in the composed config.
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "linear"})
     free_bits: float = 0.0  # nats the KL may use for free (0: off); the reported KL is the true KL
     free_bits_mode: str = "dim"  # "dim": batch mean per dimension; "sentence"; "element" (Li et al.)
@@ -137,7 +100,6 @@ class ObjectiveConfig:
     args: dict[str, Any] = field(default_factory=dict)  # its options: its __init__'s keywords after cfg
 
     def __post_init__(self) -> None:
-        self._check_objective()
         if not isinstance(self.kl_weight, (int, float)) or self.kl_weight < 0:
             raise ConfigError(
                 f"objective.kl_weight={self.kl_weight!r} is invalid: it must be a number >= 0"
@@ -145,51 +107,7 @@ class ObjectiveConfig:
         if not isinstance(self.free_bits, (int, float)) or self.free_bits < 0:
             raise ConfigError(f"objective.free_bits={self.free_bits!r} is invalid: nats >= 0")
         _choice("objective.free_bits_mode", self.free_bits_mode, ("dim", "sentence", "element"))
-        from vae_text.objectives import SCHEDULES  # late import: it imports torch
-
-        params = dict(self.schedule)
-        name = params.pop("name", None)
-        if name not in SCHEDULES:
-            raise ConfigError(
-                f"objective.schedule.name={name!r} is unknown: "
-                f"choose one of {sorted(SCHEDULES)} (e.g. objective/schedule=linear)"
-            )
-        fn = SCHEDULES[name]
-        accepted = schedule_defaults(fn)
-        # An experiment may set another schedule's parameters (ptb sets warmup_steps) and a user
-        # switch schedules on the command line: drop those, but a key no schedule knows is a typo.
-        elsewhere = set().union(*(schedule_defaults(f) for f in SCHEDULES.values()))
-        unknown = set(params) - set(accepted) - elsewhere
-        if unknown:
-            raise ConfigError(
-                f"objective.schedule.{sorted(unknown)[0]} is not a parameter of the "
-                f"{name!r} schedule: it takes {sorted(accepted)}"
-            )
-        self.schedule = ScheduleConfig(name=name, **{k: v for k, v in params.items() if k in accepted})
-        for key, value in self.schedule.items():  # every schedule parameter is a number
-            if key != "name" and (isinstance(value, bool) or not isinstance(value, (int, float))) \
-                    and not (value is None and accepted[key] is None):
-                raise ConfigError(f"objective.schedule.{key}={value!r} is invalid: it must be a number")
-        try:
-            fn(0, **self.schedule.params)
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"objective.schedule ({name}): {err}") from None
-
-
-    def _check_objective(self) -> None:
-        """`name` is a registered objective and `args` are options its `__init__` declares."""
-        from vae_text.objectives import OBJECTIVES  # late import: it imports torch
-
-        if self.name not in OBJECTIVES:
-            raise ConfigError(f"objective.name={self.name!r} is unknown: choose one of "
-                              f"{sorted(OBJECTIVES)} (objective=<name>)")
-        if not isinstance(self.args, dict):
-            raise ConfigError(f"objective.args={self.args!r} is invalid: a mapping of options")
-        known = objective_options(OBJECTIVES[self.name])
-        for key in self.args:
-            if key not in known:
-                raise ConfigError(f"objective.args.{key} is not an option of objective={self.name}: "
-                                  f"it takes {sorted(known) or 'none'}")
+        self.schedule = ScheduleConfig(self.schedule)  # names checked by vae_text.parts
 
 
 def objective_options(cls: type) -> set[str]:

@@ -11,10 +11,9 @@ from omegaconf import MISSING, DictConfig
 from vae_text.config.checks import (
     _choice,
     _device,
+    _module_names,
     _positive_int,
     _positive_or_null,
-    objective_fits,
-    remedies_fit,
     section,
 )
 from vae_text.config.data import SPLITS, STRATEGIES, DataConfig, TokenizerConfig
@@ -26,7 +25,7 @@ from vae_text.errors import ConfigError
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # a key of vae_text.optim.OPTIMIZERS: adam | sgd
+    name: str = "adam"  # a key of vae_text.optim.OPTIMIZERS: adam | sgd (checked by vae_text.parts)
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)  # adam
     momentum: float = 0.0  # sgd
@@ -39,9 +38,6 @@ class OptimConfig:
     min_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        from vae_text.optim import OPTIMIZERS  # late import: optim imports this module
-
-        _choice("optim.name", self.name, tuple(OPTIMIZERS))
         if not self.lr > 0:
             raise ConfigError(f"optim.lr={self.lr!r} is invalid: it must be > 0")
         for key in ("weight_decay", "min_lr"):
@@ -262,24 +258,18 @@ class TrainRunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
+    plugins: list[str] = field(default_factory=list)  # modules of your own parts, imported first
 
     def __post_init__(self) -> None:
+        _module_names("plugins", self.plugins)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed={self.seed!r} is invalid: it must be an integer")
         _device(self.device)
-        remedies_fit(self.remedy, self.model)
-        o, m = self.objective, self.model
-        objective_fits(o, m)
-        if m.kind == "vae" and o.free_bits > 0 and o.free_bits_mode in ("dim", "element"):
-            from vae_text.latent import POSTERIORS, PRIORS, kl_per_dimension
-
-            if kl_per_dimension(POSTERIORS[m.posterior], PRIORS[m.prior]) is False:
-                raise ConfigError(f"objective.free_bits_mode={o.free_bits_mode} needs a KL per latent "
-                                  f"dimension, which model.posterior={m.posterior} with model.prior="
-                                  f"{m.prior} has not (one total): use objective.free_bits_mode=sentence")
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict) -> TrainRunConfig:
+        """The values checked; the names of parts are checked by vae_text.parts.train_settings,
+        which also imports the plugins first."""
         return section(cls, cfg, "")
 
 
@@ -298,9 +288,11 @@ class EvaluateConfig(EvalConfig):
     num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
     generation: bool = False  # also the generation suite (samples, diversity, probes): its keys in gen.*
     gen: GenerationConfig = field(default_factory=GenerationConfig)
+    plugins: list[str] = field(default_factory=list)  # modules of your own parts (also the run's own)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _module_names("plugins", self.plugins)
         _need_checkpoint(self.checkpoint)
         _choice("split", self.split, SPLITS)
         _device(self.device)
@@ -324,9 +316,11 @@ class SampleConfig(DecodeConfig):
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None  # torch CPU threads (null: PyTorch's default)
+    plugins: list[str] = field(default_factory=list)  # modules of your own parts (also the run's own)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _module_names("plugins", self.plugins)
         _need_checkpoint(self.checkpoint)
         if self.num_threads is not None:
             _positive_int("num_threads", self.num_threads)
