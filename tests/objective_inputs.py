@@ -50,29 +50,36 @@ def run(model, tokens, lengths, samples: int = 1, eps: torch.Tensor | None = Non
 
 
 def step_input(out: Output, prior=None, samples: int = 1, batch_size: int | None = None,
-               step: int = 0, beta: float = 1.0, share: float = 1.0, reduce=None) -> StepInput:
+               step: int = 0, beta: float = 1.0, share: float = 1.0, reduce=None,
+               first: int = 0) -> StepInput:
     return StepInput(out=out, prior=prior, samples=samples,
                      batch_size=out.rec.shape[0] // samples if batch_size is None else batch_size,
                      share=share, step=step, beta=beta,
-                     reduce=reduce or (lambda t: t.detach().to("cpu", torch.float64)))
+                     reduce=reduce or (lambda t: t.detach().to("cpu", torch.float64)), first=first)
 
 
-def two_processes(objective, outs: list[Output], prior, batch_size: int, **kw):
-    """Each share's StepOutput as with two processes: a first pass records what each share sums
-    over processes, a second answers every `reduce` with the element-wise sum of those records."""
-    records = []
+def two_processes(objective, outs: list[Output], prior, batch_size: int, samples: int = 1, **kw):
+    """Each share's StepOutput as with two processes, the shares holding consecutive sentences:
+    rounds of passes record what each share sums over processes and answer every `reduce` with
+    the element-wise sums of the round before (a sum may feed a later one: infovae gathers the
+    codes before its statistics), until they settle; then a last pass gives the outputs."""
+    firsts = [sum(o.rec.shape[0] for o in outs[:s]) // samples for s in range(len(outs))]
+    totals: list[torch.Tensor] = []
 
-    def record(t):
-        records.append(t.detach().to("cpu", torch.float64))
-        return records[-1]
+    def reduce_for(seen: list):
+        def reduce(t):
+            seen.append(t.detach().to("cpu", torch.float64))
+            return totals[len(seen) - 1] if len(seen) <= len(totals) else seen[-1]
+        return reduce
 
-    for out in outs:
-        objective(step_input(out, prior, batch_size=batch_size, reduce=record, **kw))
-    per_share = len(records) // len(outs)
-    totals = [sum(records[i + s * per_share] for s in range(len(outs))) for i in range(per_share)]
-    calls = iter(totals * len(outs))
-    return [objective(step_input(out, prior, batch_size=batch_size, reduce=lambda t: next(calls),
-                                 **kw)) for out in outs]
+    for _ in range(3):
+        seen: list[list] = [[] for _ in outs]
+        for out, first, record in zip(outs, firsts, seen):
+            objective(step_input(out, prior, samples, batch_size, reduce=reduce_for(record),
+                                 first=first, **kw))
+        totals = [sum(parts) for parts in zip(*seen)]
+    return [objective(step_input(out, prior, samples, batch_size, reduce=reduce_for([]),
+                                 first=first, **kw)) for out, first in zip(outs, firsts)]
 
 
 def rows(out: Output, index) -> Output:

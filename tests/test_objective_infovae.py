@@ -8,6 +8,8 @@ import torch
 from objective_inputs import batch, objective_cfg, rows, run, step_input, tiny_model, two_processes
 
 from vae_text.errors import ConfigError
+from vae_text.latent import DiagonalGaussian, StandardNormal
+from vae_text.model import Output
 from vae_text.objectives import OBJECTIVES
 from vae_text.objectives.infovae import InfoVae, kernel, mmd, prior_draws
 
@@ -112,16 +114,13 @@ def test_two_processes_add_up_to_one_and_a_lone_sentence_adds_no_mmd():
     whole = objective(step_input(out, model.prior))
     shares = two_processes(objective, [rows(out, slice(0, 2)), rows(out, slice(2, 5))],
                            model.prior, batch_size=5)
-    # each share's MMD^2 is its own estimate: the loss adds up to the shares' weighted mean
-    by_share = [mmd(part.z, prior_draws(model.prior, len(part.z), 0, part.z), "imq")
-                for part in (rows(out, slice(0, 2)), rows(out, slice(2, 5)))]
-    assert shares[0].stats["mmd"].item() == pytest.approx(
-        ((2 * by_share[0] + 3 * by_share[1]) / 5).item(), rel=1e-6)
-    for key in ("rec", "kl"):
-        assert shares[1].stats[key].item() == pytest.approx(whole.stats[key].item(), rel=1e-6)
-    assert sum(s.loss for s in shares).item() == pytest.approx(shares[0].stats["loss"].item(), rel=1e-6)
-    lone = objective(step_input(rows(out, slice(0, 1)), model.prior, batch_size=5))
-    assert lone.stats["mmd"].item() == 0.0
+    # the whole batch's MMD^2, whatever the split: every share gathers all codes
+    for share in shares:
+        for key in ("rec", "kl", "mmd", "loss"):
+            assert share.stats[key].item() == pytest.approx(whole.stats[key].item(), rel=1e-6)
+    assert sum(s.loss for s in shares).item() == pytest.approx(whole.loss.item(), rel=1e-6)
+    lone = objective(step_input(rows(out, slice(0, 1)), model.prior, batch_size=1))
+    assert lone.stats["mmd"].item() == 0.0  # one code: no within-sample term, no estimate
 
 
 def test_options_are_checked_with_one_line_config_errors():
@@ -133,3 +132,25 @@ def test_options_are_checked_with_one_line_config_errors():
         assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"objective\.free_bits=.*objective=infovae"):
         InfoVae(objective_cfg(free_bits=1.0))
+
+
+def test_the_shares_gradients_add_up_to_the_whole_batchs():
+    """With codes gathered without gradient, each share's term still carries the gradient of
+    every pair its codes are in: summed over the shares, the whole batch's gradient."""
+    torch.manual_seed(3)
+    B, Z = 7, 4
+    z = torch.randn(B, Z, requires_grad=True)
+    rec, kl = torch.rand(B) * 5, torch.rand(B, Z)
+    prior = StandardNormal(Z)
+    q = DiagonalGaussian(torch.zeros(B, Z), torch.zeros(B, Z))
+    objective = InfoVae(objective_cfg(), alpha=0.5, lambda_=10.0, kernel="rbf")
+
+    def output(index):
+        return Output(rec[index], kl[index], q.index(index), z[index])
+
+    (whole,) = torch.autograd.grad(objective(step_input(output(slice(None)), prior)).loss, z)
+    shares = two_processes(objective, [output(slice(0, 3)), output(slice(3, B))], prior,
+                           batch_size=B)
+    (split,) = torch.autograd.grad(sum(s.loss for s in shares), z)
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-6)
+    assert whole.abs().sum() > 0

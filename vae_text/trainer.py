@@ -173,7 +173,7 @@ class Trainer:
         reduce = lambda t: torch.tensor(  # noqa: E731  (float64 on the CPU, one sync)
             d.all_sum(t.detach().reshape(-1).tolist()), dtype=torch.float64).reshape(t.shape)
         inp = StepInput(out, getattr(self.model, "prior", None), K, B, share,
-                        self.state.step - self.state.phase_start, beta, reduce)
+                        self.state.step - self.state.phase_start, beta, reduce, rows.start)
         return self.objective(inp)
 
     def loss(self, batch: Batch, beta: float, noise_seed: int) -> tuple[Tensor, dict]:

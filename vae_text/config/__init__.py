@@ -17,7 +17,13 @@ a registry entry (`model.prior`, `optim.name`, ...) is checked where the registr
 from vae_text.config.checks import section
 from vae_text.config.data import MAX_LEN, SPLITS, STRATEGIES, DataConfig, HubConfig, TokenizerConfig
 from vae_text.config.entry import compose_error, is_compose_error, register
-from vae_text.config.model import ModelConfig, ObjectiveConfig, ScheduleConfig, schedule_defaults
+from vae_text.config.model import (
+    ModelConfig,
+    ObjectiveConfig,
+    ScheduleConfig,
+    objective_options,
+    schedule_defaults,
+)
 from vae_text.config.run import (
     DecodeConfig,
     EvalConfig,
@@ -35,5 +41,5 @@ __all__ = ["MAX_LEN", "SPLITS", "STRATEGIES", "DataConfig", "DecodeConfig", "Eva
            "EvaluateConfig", "GenerationConfig", "HubConfig", "LoggerConfig", "ModelConfig", "ObjectiveConfig",
            "OptimConfig", "RemedyConfig", "SampleConfig", "ScheduleConfig", "TokenizerConfig",
            "TrainConfig", "TrainRunConfig", "compose_error", "is_compose_error", "register",
-           "schedule_defaults", "section"]
+           "objective_options", "schedule_defaults", "section"]
 

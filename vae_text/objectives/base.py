@@ -46,6 +46,7 @@ class StepInput:
     # sum over processes, element-wise, as float64 on the CPU (in one process: the values as they
     # are); no gradient, and one device sync: reduce what you need in one call
     reduce: Callable[[Tensor], Tensor]
+    first: int = 0  # the whole batch's index of this share's first sentence (its rows follow)
 
 
 @dataclass

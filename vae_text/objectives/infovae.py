@@ -14,10 +14,10 @@ with an RBF kernel exp(-|z - z'|^2 / C) or the inverse multiquadric C / (C + |z 
 scale the prior's standard deviation: a bandwidth that grows with the typical distance).
 
 The prior draws come from a generator seeded by the step, so a resumed run draws the same ones
-with nothing checkpointed, and every process the same. With several processes each one estimates
-MMD^2 on its own share (the protocol's sum has no gradient, so codes are not gathered): each
-share's estimate is unbiased for the same MMD^2, the whole batch's is their sentence-weighted
-mean, and only the variance depends on the split.
+with nothing checkpointed, and every process the same. With several processes, MMD^2 is still the
+whole batch's: each process gathers every code (without gradient, through the protocol's sum) and
+takes the pairs of its own codes with all codes (`share_mmd`), so the shares' terms add up to the
+whole batch's MMD^2 and their gradients to its gradient.
 """
 
 from __future__ import annotations
@@ -60,6 +60,25 @@ def mmd(z: Tensor, z_prior: Tensor, name: str = "rbf", scale: float = 1.0) -> Te
     return within_x + within_y - 2 * kernel(z, z_prior, name, scale).mean()
 
 
+def share_mmd(z: Tensor, z_all: Tensor, first: int, z_prior: Tensor, name: str = "rbf",
+              scale: float = 1.0) -> Tensor:
+    """This share's term of the whole batch's unbiased MMD^2: z (R, d) are rows first .. first+R-1
+    of all n codes z_all (n, d, no gradient), z_prior (m, d). Summed over the shares of a batch the
+    terms are `mmd(z_all, z_prior)`, and so are their gradients: a pair of codes (i, j) enters
+    as 2 k(z_i, sg z_j) - k(sg z_i, sg z_j), worth k(z_i, z_j) with the gradient of both of its
+    symmetric terms (sg: no gradient); the prior's within term is split by the share's rows."""
+    n, m, rows = z_all.shape[0], z_prior.shape[0], z.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"MMD^2 needs two samples a side, got {n} and {m}")
+    kxx = kernel(z, z_all, name, scale)  # (R, n)
+    pairs = 2 * kxx - kxx.detach()
+    own = torch.arange(rows, device=z.device)
+    within_x = (pairs.sum() - pairs[own, first + own].sum()) / (n * (n - 1))
+    kyy = kernel(z_prior, z_prior, name, scale)
+    within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) * rows / n
+    return within_x + within_y - 2 * kernel(z, z_prior, name, scale).sum() / (n * m)
+
+
 def prior_draws(prior, n: int, step: int, like: Tensor) -> Tensor:
     """n codes from p(z) for `step`, the same on every process and after a resume."""
     g = torch.Generator().manual_seed(PRIOR_SEED * 1_000_003 + step)
@@ -99,11 +118,15 @@ class InfoVae(Objective):
         rec = out.rec.float() * inp.share  # (N,)
         kl = out.kl.float().sum(-1) * inp.share  # (N,)
         z = out.z.float()  # (N, Z) the share's codes: draws of the aggregate posterior
-        n = share_sentences(inp)
-        if n >= 2:  # weighted by its sentences: the shares' terms add up to the batch's mean
-            divergence = mmd(z, prior_draws(inp.prior, z.shape[0], inp.step, z), self.kernel,
-                             self.scale) * n
-        else:  # one code (or none) has no within-sample term: no estimate, no gradient
+        n = B * inp.samples  # codes of the whole batch
+        if n >= 2 and share_sentences(inp) > 0:  # B * its term: the shares add up to B * MMD^2
+            everyone = z.new_zeros(n, z.shape[1])
+            start = inp.first * inp.samples
+            everyone[start:start + z.shape[0]] = z.detach()
+            z_all = inp.reduce(everyone).to(z.device, z.dtype)  # (n, Z) every process's codes
+            z_prior = prior_draws(inp.prior, n, inp.step, z)
+            divergence = share_mmd(z, z_all, start, z_prior, self.kernel, self.scale) * B
+        else:  # one code has no within-sample term (no estimate); a share of none adds nothing
             divergence = z.sum() * 0.0
         weight_kl, weight_mmd = (1 - self.alpha) * inp.beta, self.alpha + self.lam - 1
         loss = (rec.sum() + weight_kl * kl.sum() + weight_mmd * divergence) / B
