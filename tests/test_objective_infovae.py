@@ -149,6 +149,10 @@ def test_the_shares_gradients_add_up_to_the_whole_batchs():
         return Output(rec[index], kl[index], q.index(index), z[index])
 
     (whole,) = torch.autograd.grad(objective(step_input(output(slice(None)), prior)).loss, z)
+    # independently: the MMD^2 of all codes with every pair's gradient (no gathering at all)
+    reference = (0.5 + 10.0 - 1) * mmd(z, prior_draws(prior, B, 0, z), "rbf") + kl.sum() / B * 0.5
+    (expected,) = torch.autograd.grad(reference, z)
+    torch.testing.assert_close(whole, expected, rtol=1e-5, atol=1e-6)
     shares = two_processes(objective, [output(slice(0, 3)), output(slice(3, B))], prior,
                            batch_size=B)
     (split,) = torch.autograd.grad(sum(s.loss for s in shares), z)
