@@ -27,6 +27,7 @@ from vae_text.logger import (
     kept_lines,
     named_after_job,
 )
+from vae_text.metrics import select as select_metrics
 from vae_text.rundir import check_reuse, claim, release
 from vae_text.sweep import in_sweep, run_job
 from vae_text.trainer import Trainer
@@ -43,6 +44,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     rank 0 alone writes the run directory.
     """
     settings = TrainRunConfig.from_cfg(cfg)  # every config error surfaces here, before data is read
+    select_metrics(settings.eval)  # and an unknown eval.metrics name (a registry above config)
     hydra_dir = None
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
