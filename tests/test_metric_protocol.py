@@ -52,7 +52,7 @@ def same(a, b, key):
 @pytest.mark.parametrize("name", sorted(METRICS))
 def test_each_metric_merged_from_two_processes_equals_one_process_and_the_suite(name):
     model, vocab, split = small()
-    cfg = EvalConfig(iw_samples=4, batch_size=4, progress=False, metrics=(name,))
+    cfg = EvalConfig(iw_samples=4, batch_size=4, progress=False, metrics=tuple({"elbo": 0, name: 0}))
     ctx = EvalContext(model, split, cfg, vocab)
     cls = METRICS[name]
     assert cls.applies(ctx)
@@ -69,8 +69,9 @@ def test_each_metric_merged_from_two_processes_equals_one_process_and_the_suite(
     assert one.keys() == two.keys() and {r.key for r in cls.rows} & one.keys()
     for key in one:
         same(two[key], one[key], key)
-    suite = evaluate(model, split, vocab, cfg)  # the suite with this metric alone
-    assert set(suite) == set(one) | {"sentences", "tokens", "model_tokens", "seconds"}
+    suite = evaluate(model, split, vocab, cfg)  # the suite with this metric and elbo (always there)
+    elbo = {"rec", "kl", "neg_elbo", "ppl_elbo", "kl_per_dim"}
+    assert set(suite) == set(one) | elbo | {"sentences", "tokens", "model_tokens", "seconds"}
     for key in one:
         same(suite[key], one[key], key)
 
@@ -157,6 +158,8 @@ def test_an_unknown_metric_name_is_one_line_naming_the_key(corpus_dir, tmp_path)
     assert "rec_mean" in message  # the names to choose from
     with pytest.raises(ConfigError, match="eval.metrics=.* is invalid"):
         EvalConfig(metrics=("elbo", "elbo"))
+    with pytest.raises(ConfigError, match="eval.metrics=.* lacks elbo"):
+        EvalConfig(metrics=("mi",))
     # training refuses it at start-up, before any data is read or folder made
     with pytest.raises(ConfigError, match="eval.metrics: 'nope' is unknown"):
         from vae_text.train import train

@@ -112,7 +112,7 @@ class EvalConfig:
     memory_mb: int = 64  # working memory of one IW decoder chunk: small chunks stay in cache (faster)
     au_threshold: float = 0.01  # a unit is active if Var_x E_q[z_u] >= this
     # MI over a seeded subset of at most this many sentences (null: the whole set, the field's
-    # estimator; a capped MI is capped near log of this and not comparable). Its cost grows as N^2
+    # estimator; a capped MI is at most log of this and not comparable). Its cost grows as N^2
     # times a log-density: an IAF's whole-set MI on PTB valid takes ~4 minutes of one CPU core.
     mi_max_sentences: int | None = None
     # the metrics computed, by registered name (vae_text.metrics.METRICS; a user's own metric
@@ -141,6 +141,9 @@ class EvalConfig:
                 or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
             raise ConfigError(f"{self.where}metrics={names!r} is invalid: a non-empty list of distinct "
                               f"metric names, e.g. [elbo, mi, au, iw_nll, reconstruction]")
+        if "elbo" not in names:  # every encoder pass computes it anyway; validation monitors it
+            raise ConfigError(f"{self.where}metrics={list(names)!r} lacks elbo: validation's monitor "
+                              f"and the results read its rec / neg_elbo; add it")
         if self.mi_max_sentences is not None and (not isinstance(self.mi_max_sentences, int)
                                                   or self.mi_max_sentences < 2):
             raise ConfigError(f"{self.where}mi_max_sentences={self.mi_max_sentences!r} is invalid: "
