@@ -37,6 +37,7 @@ from vae_text.decoders import DECODERS
 from vae_text.encoders import ENCODERS
 from vae_text.errors import ConfigError
 from vae_text.latent import POSTERIORS, PRIORS, kl_per_dimension
+from vae_text.metrics import METRICS
 from vae_text.objectives import OBJECTIVES, SCHEDULES
 from vae_text.optim import OPTIMIZERS
 from vae_text.presets import RECIPES
@@ -74,6 +75,7 @@ NAMED = (
     Named("objective.name", OBJECTIVES, "objective.args", options=objective_options,
           hint=" (objective=<name>)"),
     Named("optim.name", OPTIMIZERS),
+    Named("eval.metrics", METRICS, hint=" (or register your own: vae_text.metrics.register)"),
     Named("data.prepare", RECIPES, when=lambda data: data.prepare is not None),
 )
 

@@ -36,13 +36,13 @@ from vae_text.figures import (
     run_labels,
     validation_nll,
 )
+from vae_text.metrics import METRICS
 from vae_text.utils import atomic_write
 
 COLUMNS = [  # (key in the row, header, format)
-    ("run", "run", "s"), ("overrides", "overrides", "s"), ("rec", "rec", ".2f"),
-    ("kl", "KL", ".2f"), ("neg_elbo", "-ELBO", ".2f"), ("nll_iw", "IW-NLL", ".2f"),
-    ("ppl_iw", "IW-PPL", ".1f"), ("nll", "NLL (exact)", ".2f"), ("ppl", "PPL (exact)", ".1f"),
-    ("mi", "MI", ".2f"), ("au", "AU", "d"), ("iw_samples", "K", "d"),
+    ("run", "run", "s"), ("overrides", "overrides", "s"),
+    # the evaluation's: each registered metric names its own columns (vae_text.metrics)
+    *((r.key, *r.column) for cls in METRICS.values() for r in cls.rows if r.column),
     # the generation suite (evaluate generation=true), when it ran: its "generation" object
     ("forward_ppl", "fwd PPL", ".1f"), ("reverse_ppl", "rev PPL", ".1f"),
     ("distinct_2", "dist-2", ".3f"), ("self_bleu", "self-BLEU", ".1f"), ("copy_rate", "copied", ".3f"),

@@ -118,9 +118,14 @@ class EvalConfig:
     memory_mb: int = 64  # working memory of one IW decoder chunk: small chunks stay in cache (faster)
     au_threshold: float = 0.01  # a unit is active if Var_x E_q[z_u] >= this
     # MI over a seeded subset of at most this many sentences (null: the whole set, the field's
-    # estimator). Its cost grows as N^2 times a log-density; an IAF posterior inverts its flow for
-    # each of the N^2 pairs, over an hour on a CPU for PTB's valid set: ptb_iaf caps it.
+    # estimator; a capped MI is at most log of this and not comparable). Its cost grows as N^2
+    # times a log-density: an IAF's whole-set MI on PTB valid takes ~4 minutes of one CPU core.
     mi_max_sentences: int | None = None
+    # the metrics computed, by registered name (vae_text.metrics.METRICS; a user's own metric
+    # registers there too); each runs where it applies (no MI for a language model, no IW-NLL at
+    # iw_samples=0, reconstructions in the full suite only). rec_mean (rec at z = the posterior
+    # mean) is left out by default: it adds a decoder pass per batch to every validation.
+    metrics: tuple[str, ...] = ("elbo", "mi", "au", "iw_nll", "reconstruction")
     reconstruct: bool = True  # greedy reconstructions, token accuracy, BLEU
     seed: int = 0  # the posterior noise (train.yaml ties it to the run's seed)
     progress: bool = True  # (train.yaml ties it to train.progress)
@@ -137,6 +142,14 @@ class EvalConfig:
                 raise ConfigError(f"{self.where}{key}={value!r} is invalid: a positive integer")
         if not self.au_threshold > 0:
             raise ConfigError(f"{self.where}au_threshold={self.au_threshold!r} is invalid: it must be > 0")
+        names = self.metrics
+        if (not isinstance(names, (tuple, list)) or not names
+                or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
+            raise ConfigError(f"{self.where}metrics={names!r} is invalid: a non-empty list of distinct "
+                              f"metric names, e.g. [elbo, mi, au, iw_nll, reconstruction]")
+        if "elbo" not in names:  # every encoder pass computes it anyway; validation monitors it
+            raise ConfigError(f"{self.where}metrics={list(names)!r} lacks elbo: validation's monitor "
+                              f"and the results read its rec / neg_elbo; add it")
         if self.mi_max_sentences is not None and (not isinstance(self.mi_max_sentences, int)
                                                   or self.mi_max_sentences < 2):
             raise ConfigError(f"{self.where}mi_max_sentences={self.mi_max_sentences!r} is invalid: "
