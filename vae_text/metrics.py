@@ -45,7 +45,7 @@ def sentence_noise(tokens: Tensor, lengths: Tensor, samples: int, latent: int, s
     for ids, n in zip(tokens.tolist(), lengths.tolist()):
         key = hashlib.blake2b(f"{seed}{salt}:{ids[:n]}".encode(), digest_size=8).digest()
         g = torch.Generator().manual_seed(int.from_bytes(key, "little") & (2**63 - 1))
-        rows.append(torch.randn(samples, latent, generator=g))
+        rows.append(torch.randn(samples, latent, generator=g, device="cpu"))  # the generator's
     return torch.stack(rows).to(tokens.device)
 
 
@@ -109,7 +109,7 @@ def mutual_information(q: Posterior, z: Tensor, chunk: int = 512) -> float:
     n = len(q)
     entropy = q.entropy()
     neg_entropy = (-entropy).mean() if entropy is not None else q.log_prob(z).mean()
-    log_qz = torch.empty(n, dtype=torch.float64)
+    log_qz = torch.empty(n, dtype=torch.float64, device=z.device)
     for start in range(0, n, chunk):
         zi = z[start: start + chunk, None]  # (c, 1, Z) against every posterior (N,) -> (c, N)
         log_qz[start: start + chunk] = torch.logsumexp(q.log_prob(zi), dim=1) - math.log(n)
