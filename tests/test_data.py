@@ -125,6 +125,22 @@ def test_max_sentences_keeps_the_full_vocabulary(corpus_dir):
     assert torch.equal(head["train"].ids, full["train"].ids[: head["train"].num_tokens])
 
 
+def test_max_sentences_without_a_cache_tokenizes_only_the_head_and_caches_nothing(corpus_dir, monkeypatch):
+    from vae_text.tokenizer import Vocab
+
+    seen = []
+    encode_batch = Vocab.encode_batch
+    monkeypatch.setattr(Vocab, "encode_batch", lambda self, s: seen.append(len(s)) or encode_batch(self, s))
+    head = load_corpus(config(corpus_dir, max_sentences=9))
+    assert seen == [9, 9, 9] and not list((corpus_dir / "cache").glob("*.pt"))
+    full = load_corpus(config(corpus_dir))  # the cache of the whole splits (120, 30, 37)
+    assert seen[3:] == [120, 30, 37] and len(list((corpus_dir / "cache").glob("*.pt"))) == 1
+    assert head.tokenizer.itos == full.tokenizer.itos
+    for s in ("train", "valid", "test"):
+        assert torch.equal(head[s].ids, full[s].ids[: head[s].num_tokens])
+        assert torch.equal(head[s].words, full[s].words[:9])
+
+
 def _split(lengths):
     vocab = Vocab([PAD, BOS, EOS, UNK, "w"])
     return encode_split([["w"] * (n - 1) for n in lengths], vocab)

@@ -16,14 +16,17 @@ from conftest import ROOT, TINY, make_sentences
 from vae_text.checkpoint import load_checkpoint
 from vae_text.config import ModelConfig
 from vae_text.data import PAD, Vocab, encode_split
-from vae_text.distributed import Dist
+from vae_text.distributed import Dist, rank_device
+from vae_text.errors import ConfigError
 from vae_text.metrics import EvalConfig, evaluate
 from vae_text.model import build_model
 
 # word dropout, sampled z and per-dimension free bits (a batch-level threshold) all in play; a global
-# batch of 7 splits 3 + 4 over two ranks; no nn.Dropout (its masks are drawn per rank)
+# batch of 7 splits 3 + 4 over two ranks; no nn.Dropout (its masks are drawn per rank); the CPU,
+# so that both runs train on one device even where a GPU is visible
 CONFIG = [*TINY, "model.word_dropout=0.3", "objective.free_bits=2.0", "objective.schedule.warmup_steps=9",
-          "eval.iw_samples=4", "train.epochs=3", "data.max_sentences=40", "train.log_every=1"]
+          "eval.iw_samples=4", "train.epochs=3", "data.max_sentences=40", "train.log_every=1",
+          "device=cpu"]
 
 
 def torchrun(n: int, run_dir, corpus_dir, *extra: str) -> subprocess.CompletedProcess:
@@ -127,6 +130,40 @@ def test_evaluation_over_three_ranks_equals_one_when_batches_do_not_divide():
                 "recon_exact", "recon_bleu"):
         assert spread[key] == pytest.approx(single[key], rel=1e-9, abs=1e-9), key
     assert spread["kl_per_dim"] == pytest.approx(single["kl_per_dim"], rel=1e-9)
+
+
+@pytest.mark.parametrize("requested, local_rank, local_world, gpus, device, backend", [
+    ("auto", 1, 2, 4, "cuda:1", "nccl"),  # one GPU per process
+    ("cuda", 2, 3, 3, "cuda:2", "nccl"),
+    ("cuda:3", 1, 2, 4, "cuda:1", "nccl"),  # a process's GPU is its local rank's
+    ("auto", 1, 3, 0, "cpu", "gloo"),  # no GPU: gloo on the CPU, nothing to explain
+    ("cpu", 1, 2, 5, "cpu", "gloo"),
+])
+def test_rank_device_gives_each_process_its_own_gpu_or_the_cpu(requested, local_rank, local_world,
+                                                                  gpus, device, backend):
+    assert rank_device(requested, local_rank, local_world, gpus) == (torch.device(device), backend, None)
+
+
+def test_rank_device_never_names_a_gpu_that_is_not_there():
+    # 2 processes on a machine with 1 GPU: auto trains both on the CPU and says so in one line
+    device, backend, why = rank_device("auto", 1, 2, 1)
+    assert (device, backend) == (torch.device("cpu"), "gloo")
+    assert why == ("device=auto: 2 processes on this node but 1 visible GPU(s): every process trains "
+                   "on the CPU (gloo); start at most 1 per node (torchrun --nproc_per_node) to use them")
+    with pytest.raises(ConfigError, match=r"^device=cuda: 3 processes on this node but 2 visible GPU\(s\); "
+                                          r"start at most 2 per node .* or set device=cpu$"):
+        rank_device("cuda", 2, 3, 2)
+    for requested in ("auto", "cuda", "cuda:0", "cpu"):
+        for gpus in range(4):
+            for local_world in range(1, 6):
+                for local_rank in range(local_world):
+                    try:
+                        device, backend, _ = rank_device(requested, local_rank, local_world, gpus)
+                    except ConfigError:
+                        assert requested.startswith("cuda") and local_world > gpus
+                        continue
+                    assert device.type == "cpu" or device.index < gpus, (requested, local_rank, gpus)
+                    assert backend == ("nccl" if device.type == "cuda" else "gloo")
 
 
 def test_slurm_ddp_launcher_composes_and_slurm_tasks_become_ranks(monkeypatch):

@@ -52,6 +52,18 @@ def test_sentencepiece_unknown_word_is_one_unk_id_never_spelt_out(sp):
     assert sp.encode(words)[:-1] == sp.sp.encode(" ".join(words))
 
 
+def test_encode_batch_equals_encoding_each_sentence_word_by_word(sp):
+    # repeated words, a literal <unk>, an empty sentence and a word the training text never had
+    batch = [["the", "cat", "the"], [], ["okapi", UNK, "okapi"], SENTENCES[5]]
+    expected = [[i for w in words for i in ([sp.unk_id] if w == UNK else sp.sp.encode(w))] + [sp.eos_id]
+                for words in batch]
+    assert sp.encode_batch(batch) == expected
+    assert [sp.encode(words) for words in batch] == expected
+    vocab = Vocab.build(SENTENCES)
+    assert vocab.encode_batch(batch) == [vocab.encode(words) for words in batch]
+    assert vocab.encode_batch(batch)[2] == [vocab.unk_id, vocab.unk_id, vocab.unk_id, vocab.eos_id]
+
+
 def test_sentencepiece_decode_stops_at_eos_and_skips_pad_bos(sp):
     ids = sp.encode(["the", "dog"])
     assert sp.decode([sp.bos_id, *ids[:-1], sp.pad_id, sp.eos_id, *ids]) == ["the", "dog"]

@@ -7,6 +7,7 @@ model and never scored. Each split also keeps its sentences' word counts: perple
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -74,7 +75,7 @@ def _from_ids(sentences: Sequence[Sequence[int]], words: Tensor, empty: int) -> 
     lengths = torch.tensor([len(s) for s in sentences], dtype=torch.int64)
     offsets = torch.zeros(len(sentences) + 1, dtype=torch.int64)
     torch.cumsum(lengths, 0, out=offsets[1:])
-    ids = torch.tensor([i for s in sentences for i in s], dtype=torch.int32)
+    ids = torch.tensor(list(itertools.chain.from_iterable(sentences)), dtype=torch.int32)
     return Split(ids, offsets, words, empty)
 
 

@@ -52,6 +52,7 @@ __all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer",  # re-exported for 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2
+CHUNK = 20_000  # sentences per `encode_batch` call: a huge split still reports its progress
 
 
 @dataclass
@@ -70,11 +71,11 @@ def encode_split(sentences: Sequence[Sequence[str]], tokenizer: Tokenizer, empty
     words = torch.tensor([len(s) + 1 for s in sentences], dtype=torch.int64)
     ids, start = [], time.monotonic()
     last = start
-    for i, sentence in enumerate(sentences):
-        ids.append(tokenizer.encode(sentence))
-        if i % 1000 == 999 and time.monotonic() - last > PROGRESS_SECONDS:
+    for i in range(0, len(sentences), CHUNK):
+        ids.extend(tokenizer.encode_batch(sentences[i: i + CHUNK]))
+        if time.monotonic() - last > PROGRESS_SECONDS and len(ids) < len(sentences):
             last = time.monotonic()
-            log.info("%s: tokenized %d of %d sentences (%.0f s)", label or "data", i + 1,
+            log.info("%s: tokenized %d of %d sentences (%.0f s)", label or "data", len(ids),
                      len(sentences), last - start)
     return _from_ids(ids, words, empty)
 
@@ -84,8 +85,9 @@ def load_corpus(cfg: DataConfig, tokenizer_cfg: TokenizerConfig | None = None) -
     """Read (or fetch) the three splits, fit the tokenizer on train, and cache the ids.
 
     The cache key is the tokenizer settings plus the text's checksum, so a second start neither
-    re-trains a sentencepiece model nor re-tokenizes. `max_sentences` and `max_len` apply after
-    (so the ids, and the vocabulary, do not depend on them).
+    re-trains a sentencepiece model nor re-tokenizes. The tokenizer is fitted on the whole train
+    split and `max_len` applies after tokenizing, so neither the ids nor the vocabulary depend on
+    `max_sentences` or `max_len`; without a cache only the first `max_sentences` are tokenized.
     """
     tokenizer_cfg = tokenizer_cfg or TokenizerConfig()
     digest = hashlib.sha256(f"v{CACHE_VERSION} {tokenizer_cfg.key()}".encode())
@@ -103,15 +105,20 @@ def load_corpus(cfg: DataConfig, tokenizer_cfg: TokenizerConfig | None = None) -
 
     corpus = _read_cache(stem.with_suffix(".pt"))
     if corpus is None:
-        start = time.monotonic()
         log.info("data %s: reading and tokenizing (no cache yet for this text and tokenizer)", cfg.name)
         text = read()
         tokenizer = _fit_tokenizer(text["train"][0], tokenizer_cfg, stem.with_suffix(".model"))
-        corpus = Corpus(tokenizer, {s: encode_split(sents, tokenizer, empty, f"{s} split ({where})")
+        # the first max_sentences of each split are all that is used: only they are tokenized,
+        # and such a corpus is not cached (the cache holds whole splits, whatever max_sentences)
+        head = slice(cfg.max_sentences)
+        start = time.monotonic()
+        corpus = Corpus(tokenizer, {s: encode_split(sents[head], tokenizer, empty, f"{s} split ({where})")
                                     for s, (sents, empty, where) in text.items()})
-        _write_cache(stem.with_suffix(".pt"), corpus)
-        log.info("data %s: %s sentences tokenized in %.1f s", cfg.name,
-                 "/".join(str(len(corpus[s])) for s in SPLITS), time.monotonic() - start)
+        if cfg.max_sentences is None:
+            _write_cache(stem.with_suffix(".pt"), corpus)
+        log.info("data %s: %s sentences tokenized in %.1f s%s", cfg.name,
+                 "/".join(str(len(corpus[s])) for s in SPLITS), time.monotonic() - start,
+                 "" if cfg.max_sentences is None else " (data.max_sentences: not cached)")
     for s, split in corpus.splits.items():
         if split.empty_lines:
             log.info("%s split: skipped %d empty lines", s, split.empty_lines)
@@ -148,10 +155,11 @@ def _fit_tokenizer(train: Sequence[Sequence[str]], cfg: TokenizerConfig, model_p
             return SentencePieceTokenizer(model_path.read_bytes())
         except (OSError, DataError) as err:
             log.warning("ignoring unreadable sentencepiece model %s (%s); training it again", model_path, err)
+    start = time.monotonic()
     tokenizer = build_tokenizer(train, cfg)
     if cfg.kind == "sentencepiece":
-        log.info("trained a sentencepiece %s model of %d pieces on %d sentences",
-                 cfg.model_type, len(tokenizer), len(train))
+        log.info("trained a sentencepiece %s model of %d pieces on %d sentences in %.1f s",
+                 cfg.model_type, len(tokenizer), len(train), time.monotonic() - start)
         try:
             tokenizer.save(model_path)
         except OSError as err:

@@ -11,12 +11,18 @@ where every collective below is the identity.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from vae_text.errors import ConfigError
+from vae_text.utils import pick_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,21 +101,51 @@ def _slurm_env() -> dict[str, str]:
     return env
 
 
-def setup(device: torch.device) -> tuple[Dist, torch.device]:
-    """Join the process group when started by torchrun (or as SLURM tasks); NCCL on CUDA, gloo on CPU.
+def rank_device(requested: str, local_rank: int, local_world: int, gpus: int
+                ) -> tuple[torch.device, str, str | None]:
+    """The device and backend of one of `local_world` processes on a node with `gpus` visible
+    GPUs, for the `device` setting `requested`; and a line saying why, when it is not the GPU
+    that `auto` would have given a single process.
 
-    Returns this process's place and the device it trains on (`cuda:<local rank>` on GPUs).
+    One GPU per process (`cuda:<local rank>`, NCCL) when there are enough; otherwise `auto`
+    trains every process on the CPU (gloo) and an explicit `cuda` is a ConfigError: a second
+    process on one GPU would otherwise die with "invalid device ordinal".
+    """
+    device = torch.device("cuda" if requested == "auto" else requested)
+    if device.type != "cuda":
+        return device, "gloo", None
+    if local_world <= gpus:
+        return torch.device("cuda", local_rank), "nccl", None
+    if requested != "auto":
+        raise ConfigError(f"device={requested}: {local_world} processes on this node but {gpus} visible "
+                          f"GPU(s); start at most {gpus} per node (torchrun --nproc_per_node) or set device=cpu")
+    why = None if gpus == 0 else (
+        f"device=auto: {local_world} processes on this node but {gpus} visible GPU(s): every process "
+        f"trains on the CPU (gloo); start at most {gpus} per node (torchrun --nproc_per_node) to use them")
+    return torch.device("cpu"), "gloo", why
+
+
+def setup(requested: str) -> tuple[Dist, torch.device]:
+    """Join the process group when started by torchrun (or as SLURM tasks), on the device and
+    backend of `rank_device`; a single process gets `pick_device(requested)`.
+
+    Returns this process's place and the device it trains on.
     """
     os.environ.update({k: v for k, v in _slurm_env().items() if k not in os.environ})
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist(), device
+        return Dist(), pick_device(requested)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    pick_device(requested)  # CUDA asked for where there is none: the ConfigError of one process
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device, backend, why = rank_device(str(requested), local_rank, local_world, gpus)
+    if why and rank == 0:
+        log.warning(why)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+        dist.init_process_group(backend, rank=rank, world_size=world)
     return Dist(rank, world, local_rank), device
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import io
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -56,6 +57,11 @@ class Vocab:
         """Word ids of a sentence, followed by <eos>."""
         return [self.stoi.get(w, self.unk_id) for w in words] + [self.eos_id]
 
+    def encode_batch(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
+        """`encode` of every sentence (the protocol's bulk form, which the data module uses)."""
+        get, unk, eos = self.stoi.get, self.unk_id, [self.eos_id]
+        return [[get(w, unk) for w in s] + eos for s in sentences]
+
     def decode(self, ids: Sequence[int]) -> list[str]:
         """Words up to (not including) the first <eos>; <pad>/<bos> are dropped."""
         words = []
@@ -75,7 +81,9 @@ class SentencePieceTokenizer:
     """Subwords from a sentencepiece model whose ids 0..3 are our specials.
 
     Words are encoded one by one (sentencepiece never lets a piece cross a space, so this equals
-    encoding the sentence), which lets a literal `<unk>` word become the unknown id.
+    encoding the sentence), which lets a literal `<unk>` word become the unknown id. So a batch
+    of sentences needs each distinct word encoded once: `encode_batch` hands sentencepiece the
+    distinct words in one call, which runs in C++ (PTB: 10k words for 42k sentences).
     """
 
     kind = "sentencepiece"
@@ -120,10 +128,15 @@ class SentencePieceTokenizer:
 
     def encode(self, words: Sequence[str]) -> list[int]:
         """Piece ids of a sentence's words, followed by <eos>."""
-        ids = []
-        for word, pieces in zip(words, self.sp.encode(list(words))):
-            ids.extend([self.unk_id] if word == UNK else pieces)
-        return ids + [self.eos_id]
+        return self.encode_batch([words])[0]
+
+    def encode_batch(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
+        """`encode` of every sentence, each distinct word through sentencepiece once."""
+        distinct = [w for w in dict.fromkeys(w for s in sentences for w in s) if w != UNK]
+        pieces = dict(zip(distinct, self.sp.encode(distinct))) if distinct else {}
+        pieces[UNK] = [self.unk_id]
+        piece_ids, eos = pieces.__getitem__, self.eos_id
+        return [[*itertools.chain.from_iterable(map(piece_ids, s)), eos] for s in sentences]
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         """Words up to (not including) the first <eos>; <pad>/<bos> are dropped, <unk> is a word."""

@@ -32,7 +32,7 @@ from vae_text.parts import train_settings
 from vae_text.rundir import check_reuse, claim, release
 from vae_text.sweep import in_sweep, run_job
 from vae_text.trainer import Trainer
-from vae_text.utils import CONFIG_PATH, atomic_write, cli, default_threads, pick_device, write_json
+from vae_text.utils import CONFIG_PATH, atomic_write, cli, default_threads, write_json
 
 log = logging.getLogger("vae_text")
 
@@ -50,7 +50,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = hydra_dir = HydraConfig.get().runtime.output_dir
-    d, device = setup(pick_device(settings.device))
+    d, device = setup(settings.device)
     try:
         run_dir = Path(d.broadcast(str(run_dir)))  # ranks may have started in different seconds
         if not d.main:

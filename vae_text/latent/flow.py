@@ -157,8 +157,9 @@ class IAFPosterior(Posterior):
     def mean(self) -> Tensor:
         """E_q[z] by Monte Carlo with one fixed set of antithetic noise shared by every sentence
         (common random numbers: a unit the posterior ignores gets the same value for all x)."""
-        g = torch.Generator().manual_seed(0)
-        eps = torch.randn(MEAN_SAMPLES, 1, self.mu.shape[-1], generator=g, dtype=self.mu.dtype)
+        g = torch.Generator().manual_seed(0)  # on the CPU: the same noise on every device
+        eps = torch.randn(MEAN_SAMPLES, 1, self.mu.shape[-1], generator=g, dtype=self.mu.dtype,
+                          device="cpu")
         eps = torch.cat([eps, -eps]).to(self.mu.device).expand(-1, *self.mu.shape)
         return self.rsample(eps=eps).mean(0)
 
@@ -168,7 +169,11 @@ class IAFPosterior(Posterior):
             eps = _noise((*sample_shape, *self.mu.shape), self.mu, generator)
         z0 = self.mu + torch.exp(0.5 * self.logvar) * eps
         log_q0 = -0.5 * (LOG_2PI + self.logvar + eps.pow(2)).sum(-1)
-        z, log_det = self.flow(z0, self.context)
+        # the flow runs in its own device and dtype: the metrics keep a split's posteriors on the
+        # CPU (in float64 for the MI) while the flow stays with the model on the GPU
+        weight = self.flow.made[0].inp.weight
+        z, log_det = self.flow(z0.to(weight), self.context.to(weight))
+        z, log_det = z.to(z0), log_det.to(log_q0)
         self._last = (z, log_q0 - log_det)
         return z
 

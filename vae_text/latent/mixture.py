@@ -107,7 +107,7 @@ class VampPrior(Prior):
             raise RuntimeError("VampPrior is not bound to a model (TextVAE binds it when built)")
         model = self._model[0]
         u = self.pseudo_inputs
-        lengths = torch.full((self.components,), self.length, dtype=torch.long)
+        lengths = torch.full((self.components,), self.length, dtype=torch.long, device=u.device)
         return model.head(model.encoder.encode_embedded(u, lengths))
 
     def log_prob(self, z: Tensor) -> Tensor:

@@ -149,7 +149,8 @@ def wood_w(kappa: Tensor, d: int, noise: Tensor, generator_key: Tensor | None = 
             key = hashlib.blake2b(row, digest_size=8).digest()
             g = torch.Generator().manual_seed(int.from_bytes(key, "little") >> 1)
             while True:
-                extra = torch.randn(TRIES, d + 1, generator=g, dtype=torch.float64).to(noise.device)
+                extra = torch.randn(TRIES, d + 1, generator=g, dtype=torch.float64,
+                                    device="cpu").to(noise.device)
                 w_try, ok = _propose(extra, k[i], bb[i], xx[i], cc[i], m1)
                 if ok.any():
                     flat_w = flat_w.index_put((torch.tensor([i], device=flat_w.device),),

@@ -147,7 +147,7 @@ def sentence_noise(tokens: Tensor, lengths: Tensor, samples: int, latent: int, s
     for ids, n in zip(tokens.tolist(), lengths.tolist()):
         key = hashlib.blake2b(f"{seed}{salt}:{ids[:n]}".encode(), digest_size=8).digest()
         g = torch.Generator().manual_seed(int.from_bytes(key, "little") & (2**63 - 1))
-        rows.append(torch.randn(samples, latent, generator=g))
+        rows.append(torch.randn(samples, latent, generator=g, device="cpu"))  # the generator's
     return torch.stack(rows).to(tokens.device)
 
 

@@ -37,11 +37,11 @@ def mutual_information(q: Posterior, z: Tensor, chunk: int = 512) -> float:
     """
     q, z = q.map(torch.Tensor.double), z.double()
     n = len(q)
-    own = torch.empty(n, dtype=torch.float64)
-    log_qz = torch.empty(n, dtype=torch.float64)
+    own = torch.empty(n, dtype=torch.float64, device=z.device)
+    log_qz = torch.empty(n, dtype=torch.float64, device=z.device)
     for start in range(0, n, chunk):
         pairs = q.log_prob(z[start: start + chunk, None]).double()  # (c, N): log q(z_i | x_j)
-        rows = torch.arange(len(pairs))
+        rows = torch.arange(len(pairs), device=pairs.device)
         own[start: start + chunk] = pairs[rows, start + rows]
         log_qz[start: start + chunk] = torch.logsumexp(pairs, dim=1) - math.log(n)
     return float((own - log_qz).mean())
