@@ -245,3 +245,16 @@ def test_the_evaluate_command_names_its_keys_as_it_takes_them(monkeypatch):
     check_names(TrainRunConfig())  # EvalConfig.where == "eval."
     with pytest.raises(ConfigError, match=r"^where='' is unknown: choose one of \['eval\.'\]$"):
         parts.check_eval(EvaluateConfig(checkpoint="run"))
+
+
+def test_remedy_keys_are_checked_against_every_remedy_even_while_it_is_off():
+    from vae_text.parts import check_remedies
+
+    check_remedies(RemedyConfig(aggressive=False, aggressive_max_inner=3, pretrain_epochs=0))
+    with pytest.raises(ConfigError) as err:
+        check_remedies(RemedyConfig(agressive=True))  # misspelt: no remedy reads it
+    assert str(err.value).startswith("remedy.agressive is not an option of any remedy: they take [")
+    with pytest.raises(ConfigError, match=r"^remedy.aggressive_max_inner=0 is invalid: a positive integer$"):
+        check_remedies(RemedyConfig(aggressive_max_inner=0))  # checked although aggressive is off
+    with pytest.raises(ConfigError, match=r"^remedy.pretrain_epochs=-1 is invalid: an integer >= 0$"):
+        check_remedies(RemedyConfig(pretrain_epochs=-1))

@@ -5,7 +5,6 @@ a resume with another remedy set is refused in one line."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 import pytest
@@ -16,7 +15,17 @@ from vae_text.config import ModelConfig, RemedyConfig, TrainRunConfig
 from vae_text.data import Vocab
 from vae_text.errors import CheckpointError, ConfigError
 from vae_text.model import build_model
-from vae_text.remedies import NEEDS, REMEDIES, Loop, Phase, Remedy, build_remedies, check_needs
+from vae_text.parts import train_settings
+from vae_text.remedies import (
+    NEEDS,
+    REMEDIES,
+    Loop,
+    Phase,
+    Remedy,
+    build_remedies,
+    check_needs,
+    keys,
+)
 from vae_text.train import train
 
 VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(15)])  # 19 words
@@ -73,8 +82,7 @@ class StrictLoop:
 
 
 def switched_on(cls: type[Remedy]) -> RemedyConfig:
-    default = getattr(RemedyConfig(), cls.switch)
-    return dataclasses.replace(RemedyConfig(), **{cls.switch: type(default)(1)})
+    return RemedyConfig({cls.switch: 1})  # a truthy switch, the options at their defaults
 
 
 def test_the_strict_loop_is_the_protocol():
@@ -86,9 +94,12 @@ def test_the_strict_loop_is_the_protocol():
 def test_every_remedy_is_configured_declared_and_runs_its_hooks_on_the_loop_alone(name, corpus_dir):
     cls = REMEDIES[name]
     assert cls.name == name and set(cls.needs) <= set(NEEDS)
-    fields = {f.name for f in dataclasses.fields(RemedyConfig)}
-    assert cls.switch in fields and set(inspect.signature(cls.__init__).parameters) - {"self"} <= fields
-    assert cls.from_config(RemedyConfig()) is None  # off by default
+    # its keys are its switch and its __init__'s keywords, each with a default (off by default)
+    assert keys(cls) == [cls.switch] + [k for k in inspect.signature(cls.__init__).parameters
+                                        if k not in ("self", cls.switch)]
+    assert all(p.default is not p.empty for p in
+               list(inspect.signature(cls.__init__).parameters.values())[1:])
+    assert cls.from_config(RemedyConfig()) is None
     assert [type(r) for r in build_remedies(switched_on(cls))] == [cls]
     # its conf/remedy file turns it on, and it composes with the others
     assert (CONF / "remedy" / f"{name}.yaml").is_file()
@@ -99,7 +110,7 @@ def test_every_remedy_is_configured_declared_and_runs_its_hooks_on_the_loop_alon
     assert {r.name for r in build_remedies(every.remedy)} == set(REMEDIES)
     if {"latent", "encoder"} & set(cls.needs):
         with pytest.raises(ConfigError, match=f"remedy.{cls.switch} .*model.kind=lm has none"):
-            TrainRunConfig.from_cfg(compose_cfg(tiny_overrides(corpus_dir, "model=lm", f"+remedy={name}")))
+            train_settings(compose_cfg(tiny_overrides(corpus_dir, "model=lm", f"+remedy={name}")))
 
     remedy, loop = cls.from_config(switched_on(cls)), StrictLoop()
     remedy.start(loop)

@@ -41,7 +41,7 @@ from vae_text.metrics import METRICS
 from vae_text.objectives import OBJECTIVES, SCHEDULES
 from vae_text.optim import OPTIMIZERS
 from vae_text.presets import RECIPES
-from vae_text.remedies import build_remedies, check_needs
+from vae_text.remedies import REMEDIES, build_remedies, check_needs, keys, options
 
 
 def keyword_only(cls: Any) -> set[str]:
@@ -91,6 +91,7 @@ def check_names(settings: TrainRunConfig) -> TrainRunConfig:
     check_model(settings.model)
     settings.objective.schedule = checked_schedule(settings.objective.schedule)
     o, m = settings.objective, settings.model
+    check_remedies(settings.remedy)
     check_needs(build_remedies(settings.remedy), m.kind)  # what each remedy asked for needs
     if m.kind == "lm" and OBJECTIVES[o.name].needs_latent:
         raise ConfigError(f"objective={o.name} needs a latent but model.kind=lm has none: "
@@ -101,6 +102,20 @@ def check_names(settings: TrainRunConfig) -> TrainRunConfig:
                               f"dimension, which model.posterior={m.posterior} with model.prior="
                               f"{m.prior} has not (one total): use objective.free_bits_mode=sentence")
     return settings
+
+
+def check_remedies(remedy: Mapping[str, Any]) -> None:
+    """Every `remedy` key is a registered remedy's switch or option, and the options given are
+    valid (each remedy checks its own, also while it is off: a sweep may turn it on)."""
+    owner = {key: cls for cls in REMEDIES.values() for key in keys(cls)}
+    for key in remedy:
+        if key not in owner:
+            raise ConfigError(f"remedy.{key} is not an option of any remedy: they take "
+                              f"{sorted(owner)} (or register your own: vae_text.remedies.register)")
+    for cls in REMEDIES.values():
+        given = {k: remedy[k] for k in options(cls) if k in remedy}
+        if given:
+            cls(**given)
 
 
 def check_model(model: ModelConfig) -> ModelConfig:

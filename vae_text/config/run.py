@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
@@ -84,28 +85,21 @@ class TrainConfig:
         _positive_or_null("train.max_minutes", self.max_minutes)
 
 
-@dataclass
-class RemedyConfig:
-    """Training procedures against posterior collapse (vae_text.remedies): the options of the
-    built-in remedies, named as their `__init__` keywords; each is on when its switch is set
-    (`aggressive`, `pretrain_epochs`), here or by composing conf/remedy/<name>.yaml."""
+class RemedyConfig(dict):
+    """`remedy`, flat as users type it (`remedy.pretrain_epochs=1`, `remedy.aggressive=true`, or a
+    file of conf/remedy/ composed with `+remedy=<name>`): every key is an option of a registered
+    remedy (vae_text.remedies), named as its `__init__` keyword, or the switch that turns it on.
+    A dict, not a dataclass, so that a remedy of the user's own code brings its own keys; the
+    defaults are the remedies' `__init__` defaults, and `vae_text.parts` checks the keys."""
 
-    # He et al. 2019: encoder-only updates before each decoder step until the encoder's loss stops
-    # improving; switched off once validation MI stops rising
-    aggressive: bool = False
-    aggressive_max_inner: int = 100  # cap of the inner loop
-    aggressive_check_every: int = 10  # inner steps between two checks of the encoder's loss
-    # Li et al. 2019: this many autoencoder epochs (beta = 0, z = mu) first, then the decoder is
-    # re-initialised and train.epochs of VAE follow
-    pretrain_epochs: int = 0
-    pretrain_converge: bool = False  # the AE phase as a run of its own: best val rec, lr plateau
-    # rule, ending at train.max_lr_decays decays (or pretrain_epochs); the VAE starts from its best
+    def __getattr__(self, key: str) -> Any:  # remedy.pretrain_epochs as an attribute too
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
 
-    def __post_init__(self) -> None:
-        _positive_int("remedy.aggressive_max_inner", self.aggressive_max_inner)
-        _positive_int("remedy.aggressive_check_every", self.aggressive_check_every)
-        if not isinstance(self.pretrain_epochs, int) or self.pretrain_epochs < 0:
-            raise ConfigError(f"remedy.pretrain_epochs={self.pretrain_epochs!r} is invalid: an integer >= 0")
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
 
 
 @dataclass
@@ -267,7 +261,7 @@ class TrainRunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    remedy: RemedyConfig = field(default_factory=RemedyConfig)
+    remedy: dict[str, Any] = field(default_factory=dict)  # RemedyConfig: the remedies' options
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
@@ -278,6 +272,9 @@ class TrainRunConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed={self.seed!r} is invalid: it must be an integer")
         _device(self.device)
+        if not isinstance(self.remedy, dict):
+            raise ConfigError(f"remedy={self.remedy!r} is invalid: a mapping of the remedies' options")
+        self.remedy = RemedyConfig(self.remedy)
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict) -> TrainRunConfig:

@@ -15,6 +15,8 @@ from vae_text.remedies.base import (
     build_remedies,
     check_needs,
     encoder_parameters,
+    keys,
+    options,
     register,
     update_only,
 )
@@ -22,5 +24,5 @@ from vae_text.remedies.pretrain import EncoderPretraining, reinitialize_decoder
 
 __all__ = ["NEEDS", "REMEDIES", "AggressiveInference", "EncoderPretraining", "Loop", "Phase",
            "Remedy", "aggressive_encoder_updates", "build_remedies", "check_needs",
-           "encoder_parameters", "reinitialize_decoder", "register", "until_no_progress",
+           "encoder_parameters", "keys", "options", "reinitialize_decoder", "register", "until_no_progress",
            "update_only"]

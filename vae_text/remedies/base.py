@@ -15,7 +15,7 @@ under the same names; `switch` names the key whose (truthy) value turns it on
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -89,11 +89,11 @@ class Remedy:
     state_keys: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, cfg: Any) -> Remedy | None:
-        """The remedy `cfg` (the `remedy` section) asks for, with its options, or None."""
-        if not getattr(cfg, cls.switch, None):
+    def from_config(cls, cfg: Mapping[str, Any]) -> Remedy | None:
+        """The remedy `cfg` (the `remedy` section, a mapping) asks for, with its options, or None."""
+        if not cfg.get(cls.switch):
             return None
-        return cls(**{k: getattr(cfg, k) for k in options(cls) if hasattr(cfg, k)})
+        return cls(**{k: cfg[k] for k in options(cls) if k in cfg})
 
     def start(self, loop: Loop) -> None:
         """After the model, optimizer and loop position are built (or restored)."""
@@ -131,6 +131,11 @@ def options(cls: type) -> list[str]:
     """A remedy's options: the keyword arguments of its `__init__`."""
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # self
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def keys(cls: type[Remedy]) -> list[str]:
+    """The `remedy` keys a remedy reads: its switch, then its options."""
+    return [cls.switch] + [k for k in options(cls) if k != cls.switch]
 
 
 REMEDIES: dict[str, type[Remedy]] = {}
