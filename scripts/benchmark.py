@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import Tensor, nn
 
-from vae_text.batches import batch_plan, iterate
 from vae_text.config import ModelConfig
-from vae_text.parts import register, train_settings
-from vae_text.trainer import Trainer
+from vae_text.data.batches import batch_plan, iterate
+from vae_text.run.parts import register, train_settings
+from vae_text.run.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vae_text.parts import register
+from vae_text.run.parts import register
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

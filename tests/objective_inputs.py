@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from vae_text.config import ModelConfig, ObjectiveConfig
-from vae_text.data import Vocab
-from vae_text.model import Output, build_model
+from vae_text.data.corpus import Vocab
+from vae_text.model.textvae import Output, build_model
 from vae_text.objectives import StepInput
 
 EOS = 2

@@ -12,31 +12,27 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vae_text"
 
-# Lowest first. A module may import any module of a lower layer and of its own layer (the graph
-# must stay acyclic), never one of a higher layer. A new module goes into the layer of what it is.
+# Lowest first. A unit (a top-level module, or a sub-package as a whole) may import any unit of a
+# lower layer and of its own layer (the graph must stay acyclic), never one of a higher layer. A
+# new module goes into the sub-package of what it is; each sub-package's docstring says what lives
+# there and what it may import.
 LAYERS = [
-    # foundations: no model concept. `distributed` (rank, world, collectives; imports nothing of
-    # ours) sits here because evaluation shards its work across ranks.
-    {"__init__", "errors", "utils", "config", "distributed",
-     "sweep", "hub", "card", "figures"},  # sweep jobs, the hub, model cards, plots
-    {"plugins"},  # the user's own modules, imported (they register parts; nothing of ours needed)
-    {"tokenizer", "presets", "text", "locate", "data", "batches"},  # text -> ids -> batches
-    {"transformer"},  # building blocks the parts share (attention with a key/value cache)
-    {"latent", "encoders", "decoders", "nll"},  # the parts of a model (nll: scoring logits)
-    {"model"},  # the parts assembled
-    {"objectives", "generate", "metrics", "evalprogress"},  # what is computed from a model
-    {"divergence"},  # what stops a diverging run (checkpoint and trainer use it)
-    # what the loop is made of; `parts` checks a config's names against every registry (the
-    # run-directory guard and the checkpoint loader call it)
-    {"remedies", "optim", "parts", "checkpoint", "logger", "rundir"},
-    {"trainer", "loop"},  # the loop: one step (trainer), the epochs (loop)
-    {"pipeline", "viz"},  # a trained model as a Python object, and its pictures
-    {"generation", "probes"},  # what is judged of a trained model's sentences and latent space
-    {"command"},  # what every command does around Hydra (the ConfigStore, one-line errors)
+    {"__init__", "core"},  # foundations: errors, files, devices, processes, the user's plugins
+    {"config"},  # every config dataclass: values checked, no registry (names: run.parts)
+    {"data"},  # text -> ids -> batches
+    {"model"},  # the parts (latent, encoders, decoders), TextVAE, decoding strategies
+    {"objectives", "metrics"},  # what is computed from a model: a training loss, an evaluation
+    {"remedies"},  # what the loop runs through its hooks against posterior collapse
+    # the loop and what it is made of; `parts` checks a config's names against every registry;
+    # `command` is what every command does around Hydra
+    {"run"},
+    {"pipeline", "reports"},  # a trained model as a Python object; pictures of runs and latents
+    {"generation"},  # what is judged of a trained model's sentences and latent space
     # entry points: may import anything below, not each other except as ENTRY_IMPORTS says
     {"train", "evaluate", "sample", "report", "__main__"},
     {"quick"},  # the notebook's helper: finds a checkpoint, or trains a small one with train()
 ]
+MAX_TOP_MODULES = 12  # the entry points and the public face; the rest lives in sub-packages
 ENTRY_IMPORTS: set[tuple[str, str]] = set()
 
 # Upward imports allowed: none. The test fails on an entry that no longer matches an import, so
@@ -69,11 +65,10 @@ def package_of(path: Path) -> tuple[str, ...]:
     return path.relative_to(PACKAGE.parent).parent.parts
 
 
-def imports_of(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
-    """The vae_text units that `path` imports, anywhere in the file (itself included)."""
-    package = package or package_of(path)
+def _imported_names(path: Path, package: tuple[str, ...]) -> list[str]:
+    """Every dotted vae_text name `path` imports (`from vae_text import x` gives vae_text.x)."""
     tree = ast.parse(path.read_text(), str(path))
-    out = set()
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -83,13 +78,46 @@ def imports_of(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
                                 + ((node.module,) if node.module else ()))
             else:
                 base = node.module or ""
-            names = [base] if base != "vae_text" else [f"vae_text.{a.name}" for a in node.names]
+            names = [f"{base}.{a.name}" for a in node.names] if base.split(".")[0] == "vae_text" \
+                else [base]
         else:
             continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "vae_text":
-                out.add(parts[1] if len(parts) > 1 else "__init__")
+        found += [n for n in names if n.split(".")[0] == "vae_text"]
+    return found
+
+
+def imports_of(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
+    """The vae_text units that `path` imports, anywhere in the file (itself included)."""
+    out = set()
+    for name in _imported_names(path, package or package_of(path)):
+        parts = name.split(".")
+        out.add(parts[1] if len(parts) > 1 else "__init__")
+    return out
+
+
+def dotted_imports(path: Path) -> set[str]:
+    """The vae_text modules `path` imports, dotted below vae_text ("run.trainer",
+    "model.latent"): each import resolved to the longest name that is a module or package."""
+    known = set(module_files())
+    out = set()
+    for name in _imported_names(path, package_of(path)):
+        parts = name.split(".")[1:]
+        while parts and ".".join(parts) not in known:
+            parts.pop()
+        out.add(".".join(parts) if parts else "__init__")
+    return out
+
+
+def module_files() -> dict[str, Path]:
+    """Every module of the package by dotted name below vae_text (a package by its folder's
+    name: its __init__)."""
+    out = {}
+    for p in sorted(PACKAGE.rglob("*.py")):
+        rel = p.relative_to(PACKAGE)
+        if rel.parts[0] == "conf":
+            continue
+        name = ".".join(rel.with_suffix("").parts)
+        out[name.removesuffix(".__init__") if name != "__init__" else name] = p
     return out
 
 
@@ -150,6 +178,23 @@ def test_imports_are_acyclic():
     g = {name: {t for t in targets if (name, t) not in KNOWN_UPWARD} for name, targets in graph().items()}
     cycle = find_cycle(g)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+    # and module by module, inside the sub-packages too (a package's __init__ may re-export its
+    # own modules: that edge is the package's face, not a dependency between concepts)
+    modules_ = {name: {t for t in dotted_imports(p) if t != name and not (
+        p.name == "__init__.py" and t.startswith(name + "."))} for name, p in module_files().items()}
+    cycle = find_cycle(modules_)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_top_of_the_package_holds_the_entry_points_and_the_public_face():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_MODULES, f"{len(top)} modules at the top of vae_text/: {top}"
+    for folder in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()
+                         and p.name != "conf"):
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+        assert "May import" in doc or "may import" in doc, (
+            f"vae_text/{folder.name}/__init__.py: its docstring must say what lives there and "
+            f"what it may import")
 
 
 def test_modules_stay_small():
@@ -165,14 +210,14 @@ def test_modules_stay_small():
 def test_the_checks_catch_what_they_should(tmp_path):
     """The AST reading sees every import form, and a cycle is reported."""
     src = tmp_path / "probe.py"
-    src.write_text("import vae_text.data\nfrom vae_text import model, metrics as m\n"
+    src.write_text("import vae_text.data.corpus\nfrom vae_text import model, metrics as m\n"
                    "from vae_text.objective import kl_weight\nfrom . import utils\n"
                    "from .config import section\nimport vae_text\nimport torch\n"
                    "def late():\n    from vae_text.train import train\n"
                    "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                   "    from vae_text.trainer import Trainer\n")
+                   "    from vae_text.run.trainer import Trainer\n")
     assert imports_of(src, ("vae_text",)) == {"data", "model", "metrics", "objective", "utils",
-                                              "config", "__init__", "train", "trainer"}
+                                              "config", "__init__", "train", "run"}
     inner = tmp_path / "run.py"  # a module of a sub-package: vae_text/config/run.py
     inner.write_text("from .data import DataConfig\nfrom . import checks\nfrom ..errors import E\n"
                      "from .. import utils\n")

@@ -23,9 +23,9 @@ from vae_text.config import (
     section,
 )
 from vae_text.config.entry import _open_dicts
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 from vae_text.objectives import SCHEDULES
-from vae_text.parts import check_names, checked_schedule, train_settings
+from vae_text.run.parts import check_names, checked_schedule, train_settings
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SECTIONS = [f.name for f in dataclasses.fields(TrainRunConfig)]

@@ -21,8 +21,8 @@ from vae_text.config import (
     is_compose_error,
     section,
 )
-from vae_text.errors import ConfigError
-from vae_text.parts import train_settings
+from vae_text.core.errors import ConfigError
+from vae_text.run.parts import train_settings
 
 FAST = settings(max_examples=400, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

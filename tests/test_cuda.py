@@ -17,10 +17,10 @@ from omegaconf import OmegaConf
 
 from conftest import compose_cfg, tiny_overrides
 from vae_text.config import STRATEGIES, ModelConfig
-from vae_text.decoders import DECODERS
-from vae_text.encoders import ENCODERS
-from vae_text.errors import ConfigError
-from vae_text.latent import POSTERIORS, PRIORS
+from vae_text.core.errors import ConfigError
+from vae_text.model.decoders import DECODERS
+from vae_text.model.encoders import ENCODERS
+from vae_text.model.latent import POSTERIORS, PRIORS
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.train import train
 
@@ -93,8 +93,8 @@ def test_remedies_train(corpus_dir, tmp_path, remedy):
 
 
 def test_entry_points_evaluate_sample_export_and_resume(corpus_dir, tmp_path):
-    from vae_text.checkpoint import load_checkpoint
     from vae_text.evaluate import run as evaluate
+    from vae_text.run.checkpoint import load_checkpoint
     from vae_text.sample import run as sample
 
     first = tmp_path / "run"

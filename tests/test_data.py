@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import compose_cfg, make_sentences, write_corpus
-from vae_text.data import (
+from vae_text.core.errors import ConfigError, DataError
+from vae_text.data.corpus import (
     BOS,
     EOS,
     MAX_LEN,
@@ -25,8 +26,7 @@ from vae_text.data import (
     read_sentences,
     read_split,
 )
-from vae_text.errors import ConfigError, DataError
-from vae_text.tokenizer import TokenizerConfig
+from vae_text.data.tokenizer import TokenizerConfig
 
 
 def config(directory: Path, **kw) -> DataConfig:
@@ -100,7 +100,7 @@ def test_corpus_ids_match_text_and_cache_is_reused(corpus_dir, monkeypatch):
     def fail(*_):
         raise AssertionError("re-tokenized although the cache was valid")
 
-    monkeypatch.setattr("vae_text.data.read_sentences", fail)
+    monkeypatch.setattr("vae_text.data.corpus.read_sentences", fail)
     again = load_corpus(config(corpus_dir))
     assert again.tokenizer.itos == corpus.tokenizer.itos
     assert torch.equal(again["test"].ids, corpus["test"].ids)
@@ -126,7 +126,7 @@ def test_max_sentences_keeps_the_full_vocabulary(corpus_dir):
 
 
 def test_max_sentences_without_a_cache_tokenizes_only_the_head_and_caches_nothing(corpus_dir, monkeypatch):
-    from vae_text.tokenizer import Vocab
+    from vae_text.data.tokenizer import Vocab
 
     seen = []
     encode_batch = Vocab.encode_batch
@@ -250,7 +250,7 @@ def test_sentencepiece_model_is_trained_once_and_cached_by_its_settings(tmp_path
     def no_training(*_):
         raise AssertionError("sentencepiece trained again")
 
-    monkeypatch.setattr("vae_text.tokenizer.SentencePieceTokenizer.train", no_training)
+    monkeypatch.setattr("vae_text.data.tokenizer.SentencePieceTokenizer.train", no_training)
     assert load_corpus(cfg, sp40).tokenizer.proto == first.tokenizer.proto
     with pytest.raises(AssertionError, match="trained again"):  # other settings: another model
         load_corpus(cfg, TokenizerConfig(kind="sentencepiece", vocab_size=41))

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import write_corpus
-from vae_text.data import CONTROL, DataConfig, load_corpus, parse_lines, read_sentences
-from vae_text.errors import VaeTextError
+from vae_text.core.errors import VaeTextError
+from vae_text.data.corpus import CONTROL, DataConfig, load_corpus, parse_lines, read_sentences
 
 # deterministic (no flaky CI), no example database written into the checkout, no deadline on a
 # shared machine; a few hundred examples of small files run in a few seconds

@@ -1,4 +1,4 @@
-"""The decoder and encoder protocols (vae_text.decoders, vae_text.encoders): step-by-step
+"""The decoder and encoder protocols (vae_text.model.decoders, vae_text.model.encoders): step-by-step
 generation equals the full forward pass, reordering the state equals reordering the batch, and a
 decoder from outside the package trains, is evaluated and decodes with no edit elsewhere."""
 
@@ -10,12 +10,12 @@ from torch import Tensor, nn
 
 from conftest import compose_cfg, tiny_overrides
 from vae_text.config import ModelConfig
-from vae_text.data import Vocab
-from vae_text.decoders import DECODERS, Decoder, LSTMDecoder
-from vae_text.encoders import ENCODERS, Encoder, LSTMEncoder
-from vae_text.errors import ConfigError
-from vae_text.generate import DecodeConfig, decode, greedy_decode
-from vae_text.model import build_model, decoder_inputs
+from vae_text.core.errors import ConfigError
+from vae_text.data.corpus import Vocab
+from vae_text.model.decoders import DECODERS, Decoder, LSTMDecoder
+from vae_text.model.decoding import DecodeConfig, decode, greedy_decode
+from vae_text.model.encoders import ENCODERS, Encoder, LSTMEncoder
+from vae_text.model.textvae import build_model, decoder_inputs
 from vae_text.train import train
 
 V = 19  # batch 4, embed 7, encoder 9, latent 5, decoder 11, vocabulary 19

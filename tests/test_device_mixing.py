@@ -20,13 +20,8 @@ import torch
 
 from conftest import make_sentences
 from vae_text.config import STRATEGIES, DecodeConfig, ModelConfig
-from vae_text.data import Vocab, collate, encode_split
-from vae_text.decoders import DECODERS
-from vae_text.encoders import ENCODERS
-from vae_text.errors import ConfigError
-from vae_text.generate import decode
-from vae_text.latent import POSTERIORS, PRIORS, kl_term
-from vae_text.latent.flow import MEAN_SAMPLES, IAFHead
+from vae_text.core.errors import ConfigError
+from vae_text.data.corpus import Vocab, collate, encode_split
 from vae_text.metrics import (
     active_units,
     batch_elbo,
@@ -34,7 +29,12 @@ from vae_text.metrics import (
     mutual_information,
     token_hits,
 )
-from vae_text.model import build_model
+from vae_text.model.decoders import DECODERS
+from vae_text.model.decoding import decode
+from vae_text.model.encoders import ENCODERS
+from vae_text.model.latent import POSTERIORS, PRIORS, kl_term
+from vae_text.model.latent.flow import MEAN_SAMPLES, IAFHead
+from vae_text.model.textvae import build_model
 
 SENTENCES = [s.split() for s in make_sentences(7, 3)]  # a batch of 7, vocabulary 4 + ~20 words
 VOCAB = Vocab.build(SENTENCES)

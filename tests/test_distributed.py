@@ -13,13 +13,13 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import ROOT, TINY, make_sentences
-from vae_text.checkpoint import load_checkpoint
 from vae_text.config import ModelConfig
-from vae_text.data import PAD, Vocab, encode_split
-from vae_text.distributed import Dist, rank_device
-from vae_text.errors import ConfigError
+from vae_text.core.distributed import Dist, rank_device
+from vae_text.core.errors import ConfigError
+from vae_text.data.corpus import PAD, Vocab, encode_split
 from vae_text.metrics import EvalConfig, evaluate
-from vae_text.model import build_model
+from vae_text.model.textvae import build_model
+from vae_text.run.checkpoint import load_checkpoint
 
 # word dropout, sampled z and per-dimension free bits (a batch-level threshold) all in play; a global
 # batch of 7 splits 3 + 4 over two ranks; no nn.Dropout (its masks are drawn per rank); the CPU,
@@ -170,7 +170,7 @@ def test_slurm_ddp_launcher_composes_and_slurm_tasks_become_ranks(monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from conftest import CONF
-    from vae_text.distributed import _slurm_env
+    from vae_text.core.distributed import _slurm_env
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("train", overrides=["+experiment=ptb", "hydra/launcher=slurm_ddp",
@@ -202,7 +202,7 @@ def test_bf16_autocast_trains_on_cpu(corpus_dir, tmp_path):
     import torch
 
     from conftest import compose_cfg, tiny_overrides
-    from vae_text.errors import ConfigError
+    from vae_text.core.errors import ConfigError
     from vae_text.train import train
 
     cfg = compose_cfg(tiny_overrides(corpus_dir, "train.precision=bf16", "train.max_steps=6",

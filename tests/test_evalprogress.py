@@ -1,4 +1,4 @@
-"""The resumable IW-NLL (vae_text.evalprogress): an evaluation cut short goes on where it stopped,
+"""The resumable IW-NLL (vae_text.metrics.progress): an evaluation cut short goes on where it stopped,
 with the numbers an uninterrupted one gives, and never takes estimates made for other weights or
 settings."""
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_cfg, tiny_overrides
-from vae_text.batches import batch_plan
-from vae_text.checkpoint import load_model
-from vae_text.data import encode_split, read_sentences
-from vae_text.evalprogress import progress_file
+from vae_text.data.batches import batch_plan
+from vae_text.data.corpus import encode_split, read_sentences
 from vae_text.metrics import EvalConfig, evaluate, evaluate_to
 from vae_text.metrics import iw as metrics  # where the IW-NLL metric looks its estimator up
+from vae_text.metrics.progress import progress_file
+from vae_text.run.checkpoint import load_model
 from vae_text.train import train
 
 CFG = EvalConfig(iw_samples=13, batch_size=8, progress=False)  # 37 test sentences: 5 batches
@@ -135,7 +135,7 @@ def test_evaluate_killed_mid_iw_resumes_from_its_progress_file(setup, tmp_path):
 
 
 def test_the_fingerprint_reads_weights_of_any_dtype(setup):
-    from vae_text.evalprogress import fingerprint
+    from vae_text.metrics.progress import fingerprint
 
     _, model, _, split = setup
     a = fingerprint(model, split, {"iw_samples": 5})

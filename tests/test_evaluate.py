@@ -5,9 +5,9 @@ import sys
 import pytest
 
 from conftest import ROOT, compose_cfg, tiny_overrides
-from vae_text.checkpoint import load_model
-from vae_text.data import encode_split, read_sentences
+from vae_text.data.corpus import encode_split, read_sentences
 from vae_text.metrics import EvalConfig, evaluate
+from vae_text.run.checkpoint import load_model
 from vae_text.train import train
 
 

@@ -19,12 +19,13 @@ import torch
 from test_registries import shares_agree
 
 from conftest import ROOT, TINY, compose_cfg, tiny_overrides, write_corpus
-from vae_text import decoders, latent, objectives, remedies
-from vae_text.errors import ConfigError
-from vae_text.logger import SilentLogger
-from vae_text.model import Output
-from vae_text.parts import keyword_only, train_settings
-from vae_text.trainer import Trainer
+from vae_text import objectives, remedies
+from vae_text.core.errors import ConfigError
+from vae_text.model import decoders, latent
+from vae_text.model.textvae import Output
+from vae_text.run.logger import SilentLogger
+from vae_text.run.parts import keyword_only, train_settings
+from vae_text.run.trainer import Trainer
 
 
 def readme_section() -> str:
@@ -135,8 +136,8 @@ def test_the_users_parts_train_evaluate_and_sample_from_the_installed_commands(l
 
 
 def test_an_installed_entry_point_names_the_parts_with_no_plugins_key(lab, tmp_path):
-    """A distribution that declares `[vae_text.parts]` in its entry points (what pip writes into
-    site-packages for `[project.entry-points."vae_text.parts"]`) is imported by every command."""
+    """A distribution that declares `[vae_text.run.parts]` in its entry points (what pip writes into
+    site-packages for `[project.entry-points."vae_text.run.parts"]`) is imported by every command."""
     corpus, site = lab.parent / "corpus", tmp_path / "site"
     args = [*tiny(corpus, tmp_path / "run"), "model.prior=scaled_normal", "model.prior_args.scale=2.0"]
     refused = command("train", *args, pythonpath=[site, lab], cwd=tmp_path)
@@ -145,7 +146,7 @@ def test_an_installed_entry_point_names_the_parts_with_no_plugins_key(lab, tmp_p
     info = site / "my_lab-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my_lab\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[vae_text.parts]\nmy_lab = my_lab.parts\n")
+    (info / "entry_points.txt").write_text("[vae_text.run.parts]\nmy_lab = my_lab.parts\n")
     trained = command("train", *args, pythonpath=[site, lab], cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test"]["kl"] > 0
@@ -243,7 +244,7 @@ def test_remedy_example(parts, corpus_dir, tmp_path):
 def test_a_plugin_that_fails_to_import_shows_its_own_error(tmp_path, monkeypatch):
     """A module that is there but imports something missing is the user's bug: its own error
     (and traceback) comes through, not "no module named" for the plugin."""
-    from vae_text import plugins
+    from vae_text.core import plugins
 
     (tmp_path / "broken_lab.py").write_text("import no_such_dependency_xyz\n")
     (tmp_path / "plain_lab.py").write_text("")

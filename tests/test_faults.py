@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_cfg, tiny_overrides
-from vae_text.checkpoint import load_checkpoint
+from vae_text.run.checkpoint import load_checkpoint
 from vae_text.train import train
 
 TIMING = ("seconds", "tokens_per_s")  # wall-clock values: the only keys two runs may differ in
@@ -143,9 +143,9 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoin
 
 
 def test_overflowing_metrics_are_valid_json_and_a_gradient_blow_up_stops(corpus_dir, tmp_path):
-    from vae_text.divergence import TrainingDiverged
+    from vae_text.core.utils import write_json
     from vae_text.metrics import _exp
-    from vae_text.utils import write_json
+    from vae_text.run.divergence import TrainingDiverged
 
     assert _exp(800.0) == float("inf") and _exp(2.0) == pytest.approx(7.389056)
     write_json(tmp_path / "m.json", {"ppl": _exp(800.0), "nan": float("nan")})
@@ -214,7 +214,7 @@ def test_a_write_that_fails_mid_run_names_the_file_and_the_cause_and_leaves_no_t
 
 
 def test_resume_refuses_optimizer_overrides_and_a_restart_starts_metrics_afresh(corpus_dir, tmp_path):
-    from vae_text.errors import CheckpointError
+    from vae_text.core.errors import CheckpointError
 
     run = tmp_path / "run"
     train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=3")), run)

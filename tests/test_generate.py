@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from vae_text.config import ModelConfig
-from vae_text.data import Vocab
-from vae_text.generate import DecodeConfig, decode, filter_logits, greedy_decode
-from vae_text.model import build_model
+from vae_text.data.corpus import Vocab
+from vae_text.model.decoding import DecodeConfig, decode, filter_logits, greedy_decode
+from vae_text.model.textvae import build_model
 
 V = 17  # batch 6, embed 7, encoder 9, latent 5, decoder 11
 VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(V - 4)])

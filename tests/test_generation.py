@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_cfg, make_sentences, tiny_overrides, write_corpus
-from vae_text.checkpoint import load_model
 from vae_text.config import EvaluateConfig, GenerationConfig, section
-from vae_text.errors import ConfigError
-from vae_text.generation import (
+from vae_text.core.errors import ConfigError
+from vae_text.data.tokenizer import Vocab
+from vae_text.generation.suite import (
     copy_rate,
     distinct_n,
     forward_ppl,
@@ -25,7 +25,7 @@ from vae_text.generation import (
     reverse_ppl,
     self_bleu,
 )
-from vae_text.tokenizer import Vocab
+from vae_text.run.checkpoint import load_model
 from vae_text.train import train
 
 
@@ -195,7 +195,7 @@ def test_batch_order_does_not_change_forward_ppl(runs):
 
 def test_report_shows_the_generation_columns_and_the_quality_diversity_plot(corpus_dir, tmp_path):
     from vae_text.config import DataConfig
-    from vae_text.generation import generation_suite
+    from vae_text.generation.suite import generation_suite
     from vae_text.report import main, plot_quality_diversity, row_of
 
     sweep = tmp_path / "sweep"
@@ -294,7 +294,7 @@ def test_data_source_scores_real_training_sentences_in_place_of_samples(runs):
     """gen.source=data: the sample-side metrics on a seeded subset of the training sentences, the
     reference row for a model's samples; every one is a training sentence and no probe runs."""
     from vae_text.config import DataConfig
-    from vae_text.text import read_split
+    from vae_text.data.text import read_split
 
     root, corpus = runs
     lm, vocab, _ = load_model(root / "lm")

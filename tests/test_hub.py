@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from conftest import compose_cfg, tiny_overrides
-from vae_text.errors import CheckpointError
+from vae_text.core.errors import CheckpointError
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.train import train
 

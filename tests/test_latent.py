@@ -1,4 +1,4 @@
-"""The latent distributions (vae_text.latent): each formula against torch.distributions, a closed
+"""The latent distributions (vae_text.model.latent): each formula against torch.distributions, a closed
 form or a Monte-Carlo estimate; the registries; and a prior added from outside the package that
 trains end to end without an edit anywhere else."""
 
@@ -10,11 +10,12 @@ import torch
 from torch import Tensor
 
 from conftest import compose_cfg, fit_tiny, tiny_overrides
-from vae_text import latent
 from vae_text.config import ModelConfig
-from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
-from vae_text.errors import ConfigError
-from vae_text.latent import (
+from vae_text.core.errors import ConfigError
+from vae_text.data.corpus import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
+from vae_text.metrics import batch_elbo, iw_log_likelihood, mutual_information, sentence_noise
+from vae_text.model import latent
+from vae_text.model.latent import (
     POSTERIORS,
     PRIORS,
     DiagonalGaussian,
@@ -25,9 +26,8 @@ from vae_text.latent import (
     kl_term,
     register_kl,
 )
-from vae_text.metrics import batch_elbo, iw_log_likelihood, mutual_information, sentence_noise
-from vae_text.model import build_model
-from vae_text.parts import check_model
+from vae_text.model.textvae import build_model
+from vae_text.run.parts import check_model
 from vae_text.train import train
 
 B, Z = 5, 3  # batch and latent: different sizes
@@ -261,7 +261,7 @@ def test_output_carries_the_posterior_and_its_sample():
 
 
 def test_kl_per_dimension_plot_needs_a_closed_form():
-    from vae_text.viz import plot_kl_per_dim
+    from vae_text.reports.viz import plot_kl_per_dim
 
     ax = plot_kl_per_dim(gaussian(), StandardNormal(Z))
     assert [p.get_height() for p in ax.patches] == pytest.approx(gaussian().kl(StandardNormal(Z)).mean(0).tolist())

@@ -11,11 +11,11 @@ import torch
 from torch.nn import functional as F
 
 from vae_text.config import ModelConfig
-from vae_text.data import BOS, EOS, PAD, UNK, Vocab
-from vae_text.latent import DiagonalGaussian, StandardNormal, gaussian_kl
-from vae_text.latent.flow import IAFHead
-from vae_text.latent.mixture import MixtureOfGaussians, VampPrior
-from vae_text.latent.vmf import (
+from vae_text.data.corpus import BOS, EOS, PAD, UNK, Vocab
+from vae_text.model.latent import DiagonalGaussian, StandardNormal, gaussian_kl
+from vae_text.model.latent.flow import IAFHead
+from vae_text.model.latent.mixture import MixtureOfGaussians, VampPrior
+from vae_text.model.latent.vmf import (
     UniformSphere,
     VMFHead,
     VonMisesFisher,
@@ -25,7 +25,7 @@ from vae_text.latent.vmf import (
     vmf_log_normalizer,
     vmf_uniform_kl,
 )
-from vae_text.model import build_model
+from vae_text.model.textvae import build_model
 
 F64 = torch.float64
 

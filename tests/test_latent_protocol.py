@@ -9,12 +9,12 @@ import torch
 
 from conftest import compose_cfg, fit_tiny, tiny_overrides
 from vae_text.config import EvalConfig, ModelConfig
-from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
-from vae_text.errors import ConfigError
-from vae_text.latent import POSTERIORS, PRIORS, kl_per_dimension
+from vae_text.core.errors import ConfigError
+from vae_text.data.corpus import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
 from vae_text.metrics import batch_elbo, evaluate, iw_log_likelihood, mutual_information
-from vae_text.model import build_model
-from vae_text.parts import check_model, train_settings
+from vae_text.model.latent import POSTERIORS, PRIORS, kl_per_dimension
+from vae_text.model.textvae import build_model
+from vae_text.run.parts import check_model, train_settings
 from vae_text.train import train
 
 # Options that make an entry small (or its posterior sharp) for these tests; an entry not named
@@ -111,7 +111,7 @@ def test_every_family_goes_through_the_metrics_without_special_cases(family):
 def test_vmf_with_fixed_kappa_has_a_constant_kl_whatever_the_encoder_does():
     model, batch, split = small_vae("vmf+uniform_sphere")
     out = evaluate(model, split, cfg=EvalConfig(iw_samples=5, progress=False), full=False)
-    from vae_text.latent.vmf import UniformSphere, VonMisesFisher
+    from vae_text.model.latent.vmf import UniformSphere, VonMisesFisher
 
     expected = VonMisesFisher(torch.tensor([[1.0, 0, 0]]), torch.tensor([8.0])).kl(UniformSphere(3))
     assert out["kl"] == pytest.approx(expected.item(), rel=1e-5)

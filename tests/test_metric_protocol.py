@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from conftest import compose_cfg, tiny_overrides
-from vae_text.batches import batch_plan, iterate
 from vae_text.config import ModelConfig
-from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
+from vae_text.data.batches import batch_plan, iterate
+from vae_text.data.corpus import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
 from vae_text.evaluate import format_table
 from vae_text.metrics import (
     METRICS,
@@ -26,7 +26,7 @@ from vae_text.metrics import (
     evaluate,
     reduce_states,
 )
-from vae_text.model import build_model
+from vae_text.model.textvae import build_model
 
 WORDS = ["a", "b", "c", "d"]  # vocabulary 4 specials + 4 = 8
 SENTENCES = [[WORDS[(3 * i + j) % 4] for j in range(1 + i % 5)] for i in range(13)]  # batches 4, 4, 4, 1

@@ -4,8 +4,17 @@ import pytest
 import torch
 
 from vae_text.config import ModelConfig
-from vae_text.data import BOS, EOS, PAD, UNK, DataConfig, Vocab, collate, encode_split, load_corpus
-from vae_text.latent import DiagonalGaussian
+from vae_text.data.corpus import (
+    BOS,
+    EOS,
+    PAD,
+    UNK,
+    DataConfig,
+    Vocab,
+    collate,
+    encode_split,
+    load_corpus,
+)
 from vae_text.metrics import (
     EvalConfig,
     active_units,
@@ -13,7 +22,8 @@ from vae_text.metrics import (
     iw_log_likelihood,
     mutual_information,
 )
-from vae_text.model import build_model
+from vae_text.model.latent import DiagonalGaussian
+from vae_text.model.textvae import build_model
 
 WORDS = ["a", "b", "c"]  # vocabulary 4 specials + 3 = 7
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from vae_text.config import ModelConfig
-from vae_text.data import Vocab
-from vae_text.encoders import LSTMEncoder as Encoder
-from vae_text.model import build_model, decoder_inputs, word_dropout
+from vae_text.data.corpus import Vocab
+from vae_text.model.encoders import LSTMEncoder as Encoder
+from vae_text.model.textvae import build_model, decoder_inputs, word_dropout
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 V = 23  # vocabulary; batch 5, embed 7, encoder 9, latent 4, decoder 11: all different
@@ -204,7 +204,7 @@ def test_tiny_model_overfits_a_tiny_corpus():
 
 
 def test_model_config_rejects_bad_values():
-    from vae_text.errors import ConfigError
+    from vae_text.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.latent_size=0"):
         cfg(latent_size=0)

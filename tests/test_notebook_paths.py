@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from conftest import ROOT, compose_cfg, tiny_overrides, write_corpus
-from vae_text.errors import CheckpointError
+from vae_text.core.errors import CheckpointError
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.quick import notebook_checkpoint, quick_model
 from vae_text.train import train

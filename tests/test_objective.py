@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from vae_text.nll import sentence_nll
+from vae_text.model.nll import sentence_nll
 from vae_text.objectives import (
     constant,
     cyclical,

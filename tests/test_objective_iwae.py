@@ -7,8 +7,8 @@ import pytest
 import torch
 from objective_inputs import batch, objective_cfg, rows, run, step_input, tiny_model, two_processes
 
-from vae_text.errors import ConfigError
-from vae_text.latent import LOG_2PI
+from vae_text.core.errors import ConfigError
+from vae_text.model.latent import LOG_2PI
 from vae_text.objectives import OBJECTIVES, Elbo
 from vae_text.objectives.iwae import Iwae, dreg_surrogate, iw_bound, log_weights
 

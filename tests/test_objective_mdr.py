@@ -7,8 +7,8 @@ import pytest
 import torch
 from objective_inputs import batch, objective_cfg, rows, run, step_input, tiny_model, two_processes
 
-from vae_text.errors import ConfigError
-from vae_text.model import Output
+from vae_text.core.errors import ConfigError
+from vae_text.model.textvae import Output
 from vae_text.objectives import OBJECTIVES
 from vae_text.objectives.mdr import MinimumDesiredRate, dual_step, lagrangian
 

@@ -11,11 +11,11 @@ import torch
 
 from conftest import compose_cfg, tiny_overrides
 from vae_text import objectives
-from vae_text.checkpoint import load_checkpoint, save_checkpoint
 from vae_text.config import ObjectiveConfig, TrainRunConfig
-from vae_text.errors import CheckpointError, ConfigError
-from vae_text.model import Output
+from vae_text.core.errors import CheckpointError, ConfigError
+from vae_text.model.textvae import Output
 from vae_text.objectives import OBJECTIVES, Elbo, Objective, StepInput, elbo_loss
+from vae_text.run.checkpoint import load_checkpoint, save_checkpoint
 from vae_text.train import train
 
 # batch 3, latent 4 (test_objective.py's free-bits case); rec 10, 20, 30; KL 2.5, 2.1, 4.4 nats
@@ -154,8 +154,8 @@ def test_an_objectives_state_resumes_exactly_and_another_objective_is_refused(
 
 
 def test_an_objective_with_k_samples_gets_each_sentence_k_times_sentence_major(corpus_dir, tmp_path):
-    from vae_text.batches import collate
-    from vae_text.trainer import Trainer
+    from vae_text.data.batches import collate
+    from vae_text.run.trainer import Trainer
 
     class Recorder(Objective):
         samples = 3

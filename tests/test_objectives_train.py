@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import compose_cfg, tiny_overrides
-from vae_text.checkpoint import load_checkpoint
 from vae_text.config import TrainRunConfig
+from vae_text.run.checkpoint import load_checkpoint
 from vae_text.train import train
 
 OPTIONS = {  # each group's defaults, as conf/objective/<name>.yaml sets them

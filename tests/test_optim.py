@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import compose_cfg, tiny_overrides
-from vae_text.checkpoint import load_checkpoint
 from vae_text.config import OptimConfig
-from vae_text.model import initialize
-from vae_text.optim import PlateauDecay, build_optimizer, load_optimizer_state
+from vae_text.model.textvae import initialize
+from vae_text.run.checkpoint import load_checkpoint
+from vae_text.run.optim import PlateauDecay, build_optimizer, load_optimizer_state
 from vae_text.train import train
 
 

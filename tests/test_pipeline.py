@@ -10,9 +10,9 @@ import torch
 
 from conftest import ROOT, compose_cfg, tiny_overrides
 from vae_text.config import ModelConfig
-from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
-from vae_text.errors import CheckpointError
-from vae_text.model import build_model
+from vae_text.core.errors import CheckpointError
+from vae_text.data.corpus import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
+from vae_text.model.textvae import build_model
 from vae_text.pipeline import TextVAEPipeline, interpolate
 from vae_text.train import train
 

@@ -7,11 +7,11 @@ import pytest
 
 from conftest import compose_cfg
 from vae_text.config import DataConfig, TrainRunConfig
-from vae_text.data import load_corpus
-from vae_text.errors import ConfigError, DataError
-from vae_text.parts import check_names, train_settings
-from vae_text.presets import RECIPES, build_splits, words_of
-from vae_text.text import read_labels, read_split
+from vae_text.core.errors import ConfigError, DataError
+from vae_text.data.corpus import load_corpus
+from vae_text.data.presets import RECIPES, build_splits, words_of
+from vae_text.data.text import read_labels, read_split
+from vae_text.run.parts import check_names, train_settings
 
 
 def test_words_of_lowercases_and_splits_punctuation():

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from conftest import compose_cfg, tiny_overrides, write_corpus
-from vae_text.checkpoint import load_model
 from vae_text.config import DataConfig, GenerationConfig
-from vae_text.errors import DataError
-from vae_text.generate import greedy_decode
-from vae_text.probes import (
+from vae_text.core.errors import DataError
+from vae_text.data.text import read_labels, read_split
+from vae_text.generation.probes import (
     bucketize,
     edit_distance,
     interpolation_smoothness,
@@ -22,7 +21,8 @@ from vae_text.probes import (
     posterior_means,
     probe_accuracy,
 )
-from vae_text.text import read_labels, read_split
+from vae_text.model.decoding import greedy_decode
+from vae_text.run.checkpoint import load_model
 from vae_text.train import train
 
 

@@ -1,5 +1,5 @@
 """Every entry of every registry keeps its protocol, and every name a config gives is checked
-against its registry (vae_text.parts). The tests run over the registries themselves, so a new
+against its registry (vae_text.run.parts). The tests run over the registries themselves, so a new
 encoder, decoder, optimizer, remedy or objective is tested here with no edit (posteriors and
 priors: tests/test_latent_protocol.py)."""
 
@@ -11,7 +11,6 @@ import functools
 import pytest
 import torch
 
-from vae_text import parts
 from vae_text.config import (
     EvaluateConfig,
     ModelConfig,
@@ -20,16 +19,17 @@ from vae_text.config import (
     RemedyConfig,
     TrainRunConfig,
 )
-from vae_text.data import Vocab
-from vae_text.decoders import DECODERS
-from vae_text.encoders import ENCODERS
-from vae_text.errors import ConfigError
-from vae_text.latent import DiagonalGaussian, StandardNormal
-from vae_text.model import Output, build_model, decoder_inputs
+from vae_text.core.errors import ConfigError
+from vae_text.data.corpus import Vocab
+from vae_text.model.decoders import DECODERS
+from vae_text.model.encoders import ENCODERS
+from vae_text.model.latent import DiagonalGaussian, StandardNormal
+from vae_text.model.textvae import Output, build_model, decoder_inputs
 from vae_text.objectives import OBJECTIVES, Objective, StepInput, StepOutput
-from vae_text.optim import OPTIMIZERS
-from vae_text.parts import NAMED, Named, check_model, check_names
 from vae_text.remedies import REMEDIES, Remedy
+from vae_text.run import parts
+from vae_text.run.optim import OPTIMIZERS
+from vae_text.run.parts import NAMED, Named, check_model, check_names
 
 VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>", *"abcdefghi"])  # 13 tokens
 PAD, BOS, EOS = VOCAB.pad_id, VOCAB.bos_id, VOCAB.eos_id
@@ -248,7 +248,7 @@ def test_the_evaluate_command_names_its_keys_as_it_takes_them(monkeypatch):
 
 
 def test_remedy_keys_are_checked_against_every_remedy_even_while_it_is_off():
-    from vae_text.parts import check_remedies
+    from vae_text.run.parts import check_remedies
 
     check_remedies(RemedyConfig(aggressive=False, aggressive_max_inner=3, pretrain_epochs=0))
     with pytest.raises(ConfigError) as err:

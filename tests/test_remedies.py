@@ -4,17 +4,17 @@ import pytest
 import torch
 
 from conftest import CONF, compose_cfg, tiny_overrides
-from vae_text.checkpoint import load_checkpoint
 from vae_text.config import ModelConfig
-from vae_text.data import Vocab
-from vae_text.model import build_model, word_dropout_rate
-from vae_text.parts import train_settings
+from vae_text.data.corpus import Vocab
+from vae_text.model.textvae import build_model, word_dropout_rate
 from vae_text.remedies import (
     aggressive_encoder_updates,
     encoder_parameters,
     reinitialize_decoder,
     update_only,
 )
+from vae_text.run.checkpoint import load_checkpoint
+from vae_text.run.parts import train_settings
 from vae_text.train import train
 
 V = 19
@@ -137,7 +137,7 @@ def test_aggressive_run_logs_inner_steps_and_its_switch(corpus_dir, tmp_path):
 
 
 def test_lm_with_aggressive_is_a_config_error(corpus_dir):
-    from vae_text.errors import ConfigError
+    from vae_text.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.kind=lm has none"):
         train_settings(compose_cfg(tiny_overrides(corpus_dir, "model=lm", "remedy.aggressive=true")))

@@ -12,10 +12,9 @@ import torch
 
 from conftest import CONF, compose_cfg, tiny_overrides
 from vae_text.config import ModelConfig, RemedyConfig, TrainRunConfig
-from vae_text.data import Vocab
-from vae_text.errors import CheckpointError, ConfigError
-from vae_text.model import build_model
-from vae_text.parts import train_settings
+from vae_text.core.errors import CheckpointError, ConfigError
+from vae_text.data.corpus import Vocab
+from vae_text.model.textvae import build_model
 from vae_text.remedies import (
     NEEDS,
     REMEDIES,
@@ -26,6 +25,7 @@ from vae_text.remedies import (
     check_needs,
     keys,
 )
+from vae_text.run.parts import train_settings
 from vae_text.train import train
 
 VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(15)])  # 19 words

@@ -2,8 +2,8 @@ import csv
 import json
 
 from conftest import compose_cfg, tiny_overrides
-from vae_text.figures import plot_validation, validation_nll
 from vae_text.report import main, overrides_of, plot_rate_distortion, read_metrics, row_of
+from vae_text.reports.figures import plot_validation, validation_nll
 from vae_text.train import train
 
 

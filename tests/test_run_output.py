@@ -44,11 +44,11 @@ def test_train_log_summary_and_wandb_hint(corpus_dir, tmp_path):
 
 
 def test_default_threads_follow_the_cpus_the_process_may_use():
-    code = ("import os, torch; from vae_text.utils import default_threads; "
+    code = ("import os, torch; from vae_text.core.utils import default_threads; "
             "os.sched_setaffinity(0, {0}); print(default_threads())")
     one = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert one.stdout.strip() == "1", one.stderr
-    from vae_text.utils import default_threads
+    from vae_text.core.utils import default_threads
 
     assert 1 <= default_threads() <= len(os.sched_getaffinity(0))

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import ROOT, tiny_overrides
 from vae_text.config import DataConfig
-from vae_text.errors import DataError
-from vae_text.locate import resolve_data
+from vae_text.core.errors import DataError
+from vae_text.data.locate import resolve_data
 from vae_text.pipeline import TextVAEPipeline
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, tiny_overrides
 from vae_text.report import main as report
-from vae_text.sweep import job_dirname
+from vae_text.run.sweep import job_dirname
 
 
 def sweep_cmd(corpus_dir, sweep, *extra):

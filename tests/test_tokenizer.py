@@ -12,10 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_cfg, make_sentences, tiny_overrides, write_corpus
-from vae_text.checkpoint import load_model
-from vae_text.errors import CheckpointError, ConfigError, DataError
-from vae_text.pipeline import TextVAEPipeline
-from vae_text.tokenizer import (
+from vae_text.core.errors import CheckpointError, ConfigError, DataError
+from vae_text.data.tokenizer import (
     SPECIALS,
     UNK,
     SentencePieceTokenizer,
@@ -24,6 +22,8 @@ from vae_text.tokenizer import (
     build_tokenizer,
     tokenizer_from_state,
 )
+from vae_text.pipeline import TextVAEPipeline
+from vae_text.run.checkpoint import load_model
 from vae_text.train import train
 
 SENTENCES = [s.split() for s in make_sentences(300, 11)] + [["the", "<unk>", "sees", "a", "zebra"]]

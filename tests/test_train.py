@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import compose_cfg, tiny_overrides
-from vae_text.checkpoint import load_checkpoint
-from vae_text.errors import CheckpointError
+from vae_text.core.errors import CheckpointError
+from vae_text.run.checkpoint import load_checkpoint
 from vae_text.train import train
 
 
@@ -106,7 +106,7 @@ def test_resume_gives_the_same_weights_as_one_run(corpus_dir, tmp_path):
 
 
 def test_a_finished_run_directory_is_never_overwritten(corpus_dir, tmp_path):
-    from vae_text.errors import ConfigError
+    from vae_text.core.errors import ConfigError
 
     run = tmp_path / "run"
     train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=2")), run)
@@ -163,7 +163,7 @@ def test_wandb_offline_run_records_the_logged_metrics(corpus_dir, tmp_path, monk
 
 def test_a_checkpoint_from_before_the_remedy_objects_resumes(corpus_dir, tmp_path):
     # 0.1.0 kept the remedies' state in the loop state; such a last.pt must still resume exactly
-    from vae_text.checkpoint import save_checkpoint
+    from vae_text.run.checkpoint import save_checkpoint
 
     n = 26
     overrides = resume_overrides(corpus_dir, "remedy.pretrain_epochs=1")
@@ -184,7 +184,7 @@ def test_a_checkpoint_from_before_the_remedy_objects_resumes(corpus_dir, tmp_pat
 
 
 def test_resume_with_fewer_batches_an_epoch_is_one_line_not_a_hang(corpus_dir, tmp_path):
-    from vae_text.errors import CheckpointError
+    from vae_text.core.errors import CheckpointError
 
     train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=12")), tmp_path / "a")
     with pytest.raises(CheckpointError, match="train.batch_size"):

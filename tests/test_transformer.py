@@ -1,4 +1,4 @@
-"""The Transformer decoder and encoder (vae_text.transformer*): causality, the key/value cache
+"""The Transformer decoder and encoder (vae_text.model.attention*): causality, the key/value cache
 against the full forward pass for every way z enters, independence from padding and batch, the
 latent used or ignored, decoding strategies through the protocol, and options as config errors."""
 
@@ -7,14 +7,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vae_text.config import ModelConfig
-from vae_text.data import Vocab
-from vae_text.decoders.transformer import TransformerDecoder
-from vae_text.encoders.transformer import TransformerEncoder
-from vae_text.errors import ConfigError, VaeTextError
-from vae_text.generate import DecodeConfig, decode, greedy_decode
-from vae_text.model import build_model, decoder_inputs
-from vae_text.parts import check_model
-from vae_text.transformer import sinusoid
+from vae_text.core.errors import ConfigError, VaeTextError
+from vae_text.data.corpus import Vocab
+from vae_text.model.attention import sinusoid
+from vae_text.model.decoders.transformer import TransformerDecoder
+from vae_text.model.decoding import DecodeConfig, decode, greedy_decode
+from vae_text.model.encoders.transformer import TransformerEncoder
+from vae_text.model.textvae import build_model, decoder_inputs
+from vae_text.run.parts import check_model
 
 V = 19  # batch 4, embed 7, encoder 9 (3 heads), latent 5, d_model 12 (4 heads), vocabulary 19
 VOCAB = Vocab(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(V - 4)])

@@ -12,12 +12,12 @@ import torch
 
 from conftest import ROOT, compose_cfg, tiny_overrides
 from vae_text.config import ModelConfig
-from vae_text.data import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
-from vae_text.model import build_model
+from vae_text.data.corpus import BOS, EOS, PAD, UNK, Vocab, collate, encode_split
+from vae_text.model.textvae import build_model
 from vae_text.objectives import elbo_loss
-from vae_text.parts import train_settings
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.remedies import reinitialize_decoder
+from vae_text.run.parts import train_settings
 from vae_text.train import train
 
 TRANSFORMERS = ["model/decoder=transformer", "model/encoder=transformer"]

@@ -5,8 +5,8 @@ import sys
 import pytest
 import torch
 
-from vae_text.errors import ConfigError, OutputError
-from vae_text.utils import CONFIG_PATH, atomic_write, cli, pick_device, write_json
+from vae_text.core.errors import ConfigError, OutputError
+from vae_text.core.utils import CONFIG_PATH, atomic_write, cli, pick_device, write_json
 
 
 def test_atomic_write_text_bytes_and_writer_leave_no_temp_file(tmp_path):
@@ -58,8 +58,8 @@ def test_cli_turns_user_errors_into_one_line_and_status_2(tmp_path):
     script = tmp_path / "entry.py"
     script.write_text(
         "import sys\n"
-        "from vae_text.errors import DataError\n"
-        "from vae_text.utils import cli\n"
+        "from vae_text.core.errors import DataError\n"
+        "from vae_text.core.utils import cli\n"
         "@cli(also=(ValueError,))\n"
         "def main(kind):\n"
         "    if kind == 'data': raise DataError('data/x.txt: file not found')\n"

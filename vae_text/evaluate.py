@@ -20,17 +20,17 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from vae_text.command import hydra_entry
 from vae_text.config import DataConfig, EvaluateConfig, section
-from vae_text.data import encode_split
-from vae_text.errors import ConfigError
-from vae_text.evalprogress import progress_file
-from vae_text.locate import resolve_data
+from vae_text.core.errors import ConfigError
+from vae_text.core.utils import CONFIG_PATH, check_writable, cli, pick_device, write_json
+from vae_text.data.corpus import encode_split
+from vae_text.data.locate import resolve_data
+from vae_text.data.text import read_split
 from vae_text.metrics import METRICS, Row, evaluate
-from vae_text.parts import check_eval
+from vae_text.metrics.progress import progress_file
 from vae_text.pipeline import load_any
-from vae_text.text import read_split
-from vae_text.utils import CONFIG_PATH, check_writable, cli, pick_device, write_json
+from vae_text.run.command import hydra_entry
+from vae_text.run.parts import check_eval
 
 log = logging.getLogger("vae_text")
 
@@ -85,8 +85,8 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
 
 
 def generation_part(model, tokenizer, data: DataConfig, cfg: EvaluateConfig) -> dict:
-    """`generation=true`: the generation suite (vae_text.generation), printed and returned."""
-    from vae_text.generation import format_generation, generation_suite
+    """`generation=true`: the generation suite (vae_text.generation.suite), printed and returned."""
+    from vae_text.generation.suite import format_generation, generation_suite
 
     what = "prior samples" if cfg.gen.source == "model" else "training sentences (gen.source=data)"
     log.info("generation suite: %d %s, reverse PPL, diversity, probes", cfg.gen.samples, what)

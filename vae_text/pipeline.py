@@ -22,23 +22,23 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vae_text.batches import collate
-from vae_text.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from vae_text.data import encode_split
-from vae_text.errors import CheckpointError
-from vae_text.generate import DecodeConfig, decode
-from vae_text.hub import HubMixin
-from vae_text.latent import Posterior
-from vae_text.locate import Loaded, is_export, resolve_data
-from vae_text.model import TextVAE, build_model
-from vae_text.parts import saved_model
-from vae_text.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
-from vae_text.utils import atomic_write, pick_device, write_json
+from vae_text.core.errors import CheckpointError
+from vae_text.core.utils import atomic_write, pick_device, write_json
+from vae_text.data.batches import collate
+from vae_text.data.corpus import encode_split
+from vae_text.data.locate import Loaded, is_export, resolve_data
+from vae_text.data.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
+from vae_text.model.decoding import DecodeConfig, decode
+from vae_text.model.latent import Posterior
+from vae_text.model.textvae import TextVAE, build_model
+from vae_text.run.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
+from vae_text.run.hub import HubMixin
+from vae_text.run.parts import saved_model
 
 EXPORT_FORMAT = "vae_text-export-v1"
 
 
-class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretrained: vae_text.hub
+class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretrained: vae_text.run.hub
     def __init__(self, model: TextVAE, tokenizer: Tokenizer, config: dict):
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.device = next(model.parameters()).device
@@ -61,10 +61,10 @@ class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretraine
     def export(self, folder: str | Path) -> Path:
         """A folder to share: config.json (the training config), model.safetensors, vocab.json
         (and tokenizer.model for a sentencepiece model), and its model card: README.md and
-        metrics.json (vae_text.card)."""
+        metrics.json (vae_text.run.card)."""
         from safetensors.torch import save
 
-        from vae_text.card import readable, write_card
+        from vae_text.run.card import readable, write_card
 
         folder = Path(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
@@ -118,7 +118,7 @@ class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretraine
     def sentences(self, split: str = "test") -> list[str]:
         """A split of the corpus the model was trained on (files or `datasets`), one string each."""
         from vae_text.config import DataConfig
-        from vae_text.text import read_split
+        from vae_text.data.text import read_split
 
         data = resolve_data(DataConfig.from_saved(self.config["data"]), self.home)
         return [" ".join(words) for words in read_split(data, split)[0]]
@@ -200,7 +200,7 @@ __all__ = ["TextVAEPipeline", "interpolate"]
 
 def _export_tokenizer(folder: Path, itos: list[str]) -> Tokenizer:
     """The export's tokenizer: words from vocab.json, or tokenizer.model checked against it."""
-    from vae_text.errors import DataError
+    from vae_text.core.errors import DataError
 
     path = folder / "tokenizer.model"
     try:

@@ -27,10 +27,10 @@ def compose_train(overrides: list[str]):
     """conf/train.yaml composed with `overrides`, as `python -m vae_text.train` would."""
     from hydra import compose, initialize_config_dir
 
-    from vae_text.parts import register
+    from vae_text.run.parts import register
 
     register()
-    from vae_text.utils import conf_dir
+    from vae_text.core.utils import conf_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
         return compose("train", overrides=overrides)
@@ -63,7 +63,7 @@ def notebook_checkpoint(path: str | Path | None) -> Path:
     for candidate in (Path(path), project_root() / path):
         if candidate.exists():
             return candidate
-    from vae_text.errors import CheckpointError
+    from vae_text.core.errors import CheckpointError
 
     raise CheckpointError(f"{path}: not found from {Path.cwd()} nor from {project_root()}; give a "
                           f"run directory, a checkpoint file or an export folder")

@@ -27,7 +27,9 @@ import re
 import sys
 from pathlib import Path
 
-from vae_text.figures import (
+from vae_text.core.utils import atomic_write
+from vae_text.metrics import METRICS
+from vae_text.reports.figures import (
     is_done,
     per_token,
     plot_quality_diversity,
@@ -36,8 +38,6 @@ from vae_text.figures import (
     run_labels,
     validation_nll,
 )
-from vae_text.metrics import METRICS
-from vae_text.utils import atomic_write
 
 COLUMNS = [  # (key in the row, header, format)
     ("run", "run", "s"), ("overrides", "overrides", "s"),
@@ -100,7 +100,7 @@ def row_of(run: Path, root: Path) -> dict:
         stopped = STOPPED.get(res.get("stopped"))
         row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
                    status=f"done ({stopped})" if stopped else "done")
-    elif (run / "error.txt").is_file():  # a sweep job that failed (vae_text.sweep)
+    elif (run / "error.txt").is_file():  # a sweep job that failed (vae_text.run.sweep)
         row["status"] = "failed: " + ((run / "error.txt").read_text().strip().splitlines() or ["?"])[-1]
     else:
         records = read_metrics(run / "metrics.jsonl")
@@ -146,7 +146,7 @@ def _json_or_none(path: Path):
 
 
 def generation_of(evaluation: dict) -> dict:
-    """The numbers of the generation object of an evaluation JSON (vae_text.generation)."""
+    """The numbers of the generation object of an evaluation JSON (vae_text.generation.suite)."""
     gen = evaluation.get("generation") or {}
     return {k: v for k, v in gen.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
             and k not in ("samples", "seconds", "seed")}

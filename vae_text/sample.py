@@ -12,13 +12,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vae_text import plugins
-from vae_text.command import hydra_entry
 from vae_text.config import SampleConfig, section
-from vae_text.errors import ConfigError
+from vae_text.core import plugins
+from vae_text.core.errors import ConfigError
+from vae_text.core.utils import CONFIG_PATH, cli
+from vae_text.data.text import read_sentences
 from vae_text.pipeline import TextVAEPipeline
-from vae_text.text import read_sentences
-from vae_text.utils import CONFIG_PATH, cli
+from vae_text.run.command import hydra_entry
 
 
 def run(cfg: DictConfig | SampleConfig) -> list[str]:

@@ -4,7 +4,7 @@
     python -m vae_text.train -m +experiment=ptb objective.kl_weight=0.25,0.5,1.0
 
 The run directory (Hydra's output dir) receives `config.yaml`, `metrics.jsonl`, `results.json`
-and `checkpoints/{last,best}.pt`. The loop itself is vae_text.trainer.
+and `checkpoints/{last,best}.pt`. The loop itself is vae_text.run.trainer.
 """
 
 from __future__ import annotations
@@ -16,23 +16,23 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vae_text.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
-from vae_text.command import hydra_entry
 from vae_text.config import TrainRunConfig
-from vae_text.distributed import Dist, setup, teardown
-from vae_text.errors import VaeTextError
-from vae_text.logger import (
+from vae_text.core.distributed import Dist, setup, teardown
+from vae_text.core.errors import VaeTextError
+from vae_text.core.utils import CONFIG_PATH, atomic_write, cli, default_threads, write_json
+from vae_text.run.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
+from vae_text.run.command import hydra_entry
+from vae_text.run.logger import (
     MetricsLogger,
     SilentLogger,
     closing_summary,
     kept_lines,
     named_after_job,
 )
-from vae_text.parts import train_settings
-from vae_text.rundir import check_reuse, claim, release
-from vae_text.sweep import in_sweep, run_job
-from vae_text.trainer import Trainer
-from vae_text.utils import CONFIG_PATH, atomic_write, cli, default_threads, write_json
+from vae_text.run.parts import train_settings
+from vae_text.run.rundir import check_reuse, claim, release
+from vae_text.run.sweep import in_sweep, run_job
+from vae_text.run.trainer import Trainer
 
 log = logging.getLogger("vae_text")
 
@@ -41,7 +41,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Train, validate every epoch, test the best weights; returns the final metrics.
 
     `run_dir` defaults to Hydra's output directory (when called from the Hydra entry point).
-    Started by torchrun, each process trains its share of every batch (`vae_text.distributed`);
+    Started by torchrun, each process trains its share of every batch (`vae_text.core.distributed`);
     rank 0 alone writes the run directory.
     """
     settings = train_settings(cfg)  # every config error surfaces here, before data is read
@@ -72,7 +72,7 @@ def _remove_stray_dir(path: Path) -> None:
 
 def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, device: torch.device) -> dict:
     last = run_dir / CHECKPOINT_DIR / "last.pt"
-    if not d.main:  # rank 0 locks the folder and checks it (vae_text.rundir)
+    if not d.main:  # rank 0 locks the folder and checks it (vae_text.run.rundir)
         check_reuse(run_dir, settings.train.resume)
     owned = claim(run_dir, settings.train.resume) if d.main else False
     try:

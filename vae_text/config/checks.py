@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 
 T = TypeVar("T")
 

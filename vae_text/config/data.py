@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 
 SPLITS = ("train", "valid", "test")
 # data.max_len's default: a cap on a training sentence, in tokens (<eos> included). PTB's longest
@@ -58,10 +58,10 @@ class DataConfig:
     revision: str | None = None  # a branch, tag or commit of the hub repository
     column: str = "text"  # the column holding one sentence per row
     splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})  # ours -> theirs
-    # labels, for the latent probes (vae_text.probes); training never reads them
+    # labels, for the latent probes (vae_text.generation.probes); training never reads them
     label_column: str | None = None  # source=hf: the column holding each row's label
     label_files: dict[str, str] | None = None  # source=files: one label per line beside data.files
-    prepare: str | None = None  # a key of vae_text.presets.RECIPES: builds `dir` from data.hub
+    prepare: str | None = None  # a key of vae_text.data.presets.RECIPES: builds `dir` from data.hub
     prepare_sizes: list[int] | None = None  # [train, valid, test]: instead of the recipe's sizes
     # what is used
     max_sentences: int | None = None  # use only the first N sentences of each split (smoke runs)

@@ -1,5 +1,5 @@
 """Hydra glue: the schemas in its ConfigStore, and one-line errors for a config that does not compose.
-The entry points' wrapper, which also stores the parts' options, is vae_text.command.hydra_entry."""
+The entry points' wrapper, which also stores the parts' options, is vae_text.run.command.hydra_entry."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def register() -> None:
     """Store the schemas `base_train`, `base_evaluate` and `base_sample` (the first entry of the
     defaults list of train.yaml, evaluate.yaml and sample.yaml) in Hydra's ConfigStore
     (idempotent). The options made from registries (`objective/schedule=<name>`) are stored by
-    `vae_text.parts.register`, which calls this: use that one before composing `conf/`."""
+    `vae_text.run.parts.register`, which calls this: use that one before composing `conf/`."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()

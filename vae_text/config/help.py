@@ -82,7 +82,7 @@ def entry_help(module: str) -> str:
     parts = [f"python -m vae_text.{name} [key=value ...]", "", doc, "", "Options (key=default):"]
     parts += options(schema)
     if name == "train":
-        from vae_text.utils import conf_dir
+        from vae_text.core.utils import conf_dir
 
         parts += ["", "Groups: data=, tokenizer=, model=, objective=, optim=, logger=, "
                   "hparams_search= (python -m vae_text.train --hydra-help lists their options)",

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from vae_text.config.checks import _choice, _fraction, _positive_int, _positive_or_null
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 
 # --- model and objective -----------------------------------------------------------------------
 
@@ -20,10 +20,10 @@ class ModelConfig:
     -> LSTM 100 decoder conditioned on z -> softmax over the vocabulary."""
 
     kind: str = "vae"  # "vae" (latent z) or "lm" (the same decoder, no latent)
-    encoder: str = "lstm"  # vae_text.encoders.ENCODERS
-    decoder: str = "lstm"  # vae_text.decoders.DECODERS
-    posterior: str = "gaussian"  # q(z|x): vae_text.latent.POSTERIORS
-    prior: str = "standard_normal"  # p(z): vae_text.latent.PRIORS
+    encoder: str = "lstm"  # vae_text.model.encoders.ENCODERS
+    decoder: str = "lstm"  # vae_text.model.decoders.DECODERS
+    posterior: str = "gaussian"  # q(z|x): vae_text.model.latent.POSTERIORS
+    prior: str = "standard_normal"  # p(z): vae_text.model.latent.PRIORS
     encoder_args: dict[str, Any] = field(default_factory=dict)  # options of the chosen encoder
     decoder_args: dict[str, Any] = field(default_factory=dict)  # ... decoder
     posterior_args: dict[str, Any] = field(default_factory=dict)  # ... posterior family
@@ -65,7 +65,7 @@ class ModelConfig:
 class ScheduleConfig(dict):
     """`objective.schedule`, flat as users type it (`objective.schedule.warmup_steps=100`): `name`
     picks a function in `objectives.SCHEDULES` and every other key is one of its keyword arguments.
-    A new schedule is a new function: no schema changes. `vae_text.parts.check_names` checks the
+    A new schedule is a new function: no schema changes. `vae_text.run.parts.check_names` checks the
     name and fills in the function's defaults (config/ imports no registry)."""
 
     @property
@@ -92,7 +92,7 @@ class ObjectiveConfig:
     kl_weight: float = 1.0  # beta: the weight the schedule rises to (the sweep key)
     # A dict, not a dataclass, so that any schedule's parameters pass composition (ScheduleConfig).
     # Its keys' defaults are the schedule function's: the option objective/schedule=linear (made
-    # from its signature, vae_text.parts.register) spells them out in the composed config.
+    # from its signature, vae_text.run.parts.register) spells them out in the composed config.
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "linear"})
     free_bits: float = 0.0  # nats the KL may use for free (0: off); the reported KL is the true KL
     free_bits_mode: str = "dim"  # "dim": batch mean per dimension; "sentence"; "element" (Li et al.)
@@ -107,7 +107,7 @@ class ObjectiveConfig:
         if not isinstance(self.free_bits, (int, float)) or self.free_bits < 0:
             raise ConfigError(f"objective.free_bits={self.free_bits!r} is invalid: nats >= 0")
         _choice("objective.free_bits_mode", self.free_bits_mode, ("dim", "sentence", "element"))
-        self.schedule = ScheduleConfig(self.schedule)  # names checked by vae_text.parts
+        self.schedule = ScheduleConfig(self.schedule)  # names checked by vae_text.run.parts
 
 
 def objective_options(cls: type) -> set[str]:

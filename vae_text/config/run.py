@@ -19,14 +19,14 @@ from vae_text.config.checks import (
 )
 from vae_text.config.data import SPLITS, STRATEGIES, DataConfig, TokenizerConfig
 from vae_text.config.model import ModelConfig, ObjectiveConfig
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 
 # --- training ----------------------------------------------------------------------------------
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # a key of vae_text.optim.OPTIMIZERS: adam | sgd (checked by vae_text.parts)
+    name: str = "adam"  # a key of vae_text.run.optim.OPTIMIZERS: adam | sgd (checked by vae_text.run.parts)
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)  # adam
     momentum: float = 0.0  # sgd
@@ -90,7 +90,7 @@ class RemedyConfig(dict):
     file of conf/remedy/ composed with `+remedy=<name>`): every key is an option of a registered
     remedy (vae_text.remedies), named as its `__init__` keyword, or the switch that turns it on.
     A dict, not a dataclass, so that a remedy of the user's own code brings its own keys; the
-    defaults are the remedies' `__init__` defaults, and `vae_text.parts` checks the keys."""
+    defaults are the remedies' `__init__` defaults, and `vae_text.run.parts` checks the keys."""
 
     def __getattr__(self, key: str) -> Any:  # remedy.pretrain_epochs as an attribute too
         try:
@@ -152,7 +152,7 @@ class EvalConfig:
 
 @dataclass
 class GenerationConfig:
-    """The generation suite (vae_text.generation, vae_text.probes): `python -m vae_text.evaluate
+    """The generation suite (vae_text.generation.suite, vae_text.generation.probes): `python -m vae_text.evaluate
     checkpoint=... generation=true gen.samples=200`. Definitions and papers: docs/generation.md."""
 
     samples: int = 1000  # N sentences from the prior, decoded with `decoding` (seeded by `seed`)
@@ -278,7 +278,7 @@ class TrainRunConfig:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict) -> TrainRunConfig:
-        """The values checked; the names of parts are checked by vae_text.parts.train_settings,
+        """The values checked; the names of parts are checked by vae_text.run.parts.train_settings,
         which also imports the plugins first."""
         return section(cls, cfg, "")
 

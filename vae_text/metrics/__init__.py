@@ -4,6 +4,8 @@ base.py: the protocol (`Metric`, `BatchResult`, `EvalContext`, merging by name),
 METRICS and `register`; elbo.py: ELBO terms and rec at z = mean; iw.py: the IW-NLL; information.py:
 MI and active units; recon.py: reconstructions; suite.py: `evaluate`, which loops over the metrics
 `eval.metrics` names. Adding one: a `Metric` subclass with `@register` (docs/extending.md).
+
+May import: vae_text.core, vae_text.config, vae_text.data, vae_text.model.
 """
 
 from vae_text.config import EvalConfig

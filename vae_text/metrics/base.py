@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from vae_text.batches import Batch, Split
 from vae_text.config import EvalConfig
-from vae_text.distributed import Dist
-from vae_text.errors import ConfigError
+from vae_text.core.distributed import Dist
+from vae_text.core.errors import ConfigError
+from vae_text.data.batches import Batch, Split
 
 if TYPE_CHECKING:  # annotations only
-    from vae_text.latent import Posterior
-    from vae_text.model import TextVAE
-    from vae_text.tokenizer import Tokenizer
+    from vae_text.data.tokenizer import Tokenizer
+    from vae_text.model.latent import Posterior
+    from vae_text.model.textvae import TextVAE
 
 
 class Row(NamedTuple):
@@ -58,7 +58,7 @@ class EvalContext:
     tokenizer: Tokenizer | None = None
     full: bool = True  # False: the per-epoch validation (no reconstructions)
     dist: Dist = field(default_factory=Dist)
-    progress: Path | None = None  # where resumable metrics keep their work (vae_text.evalprogress)
+    progress: Path | None = None  # where resumable metrics keep their work (vae_text.metrics.progress)
     device: torch.device = torch.device("cpu")
 
 

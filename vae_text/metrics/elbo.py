@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_text.batches import Batch
-from vae_text.latent import Posterior, kl_term
+from vae_text.data.batches import Batch
 from vae_text.metrics.base import BatchResult, Metric, Row, _exp, register, sentence_noise
-from vae_text.model import TextVAE
+from vae_text.model.latent import Posterior, kl_term
+from vae_text.model.textvae import TextVAE
 
 
 @torch.no_grad()

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_text.latent import Posterior
 from vae_text.metrics.base import BatchResult, Metric, Row, register, sentence_noise
+from vae_text.model.latent import Posterior
 
 MI_ESTIMATOR = "aggregate posterior over the whole evaluation set (Li et al. 2019 / Optimus)"
 

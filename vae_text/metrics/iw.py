@@ -1,4 +1,4 @@
-"""The importance-weighted NLL (Burda et al. 2016), resumable (vae_text.evalprogress).
+"""The importance-weighted NLL (Burda et al. 2016), resumable (vae_text.metrics.progress).
 
 A deterministic code (z = mu: the autoencoder) has no likelihood to bound: no IW-NLL for it.
 """
@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_text.batches import Batch
-from vae_text.evalprogress import IWProgress, fingerprint
+from vae_text.data.batches import Batch
 from vae_text.metrics.base import BatchResult, Metric, Row, _exp, register, sentence_noise
-from vae_text.model import TextVAE
+from vae_text.metrics.progress import IWProgress, fingerprint
+from vae_text.model.textvae import TextVAE
 
 
 @torch.no_grad()

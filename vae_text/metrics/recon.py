@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_text.batches import Batch
-from vae_text.generate import greedy_decode
+from vae_text.data.batches import Batch
 from vae_text.metrics.base import BatchResult, Metric, Row, register
-from vae_text.model import TextVAE, decoder_inputs
+from vae_text.model.decoding import greedy_decode
+from vae_text.model.textvae import TextVAE, decoder_inputs
 
 
 @torch.no_grad()

@@ -10,15 +10,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vae_text.batches import Split, batch_plan, iterate
 from vae_text.config import EvalConfig
-from vae_text.distributed import Dist
-from vae_text.evalprogress import progress_file
+from vae_text.core.distributed import Dist
+from vae_text.core.utils import write_json
+from vae_text.data.batches import Split, batch_plan, iterate
+from vae_text.data.tokenizer import Tokenizer
 from vae_text.metrics.base import BatchResult, EvalContext, reduce_states, select
 from vae_text.metrics.elbo import batch_elbo
-from vae_text.model import TextVAE
-from vae_text.tokenizer import Tokenizer
-from vae_text.utils import write_json
+from vae_text.metrics.progress import progress_file
+from vae_text.model.textvae import TextVAE
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
     With `dist` (several processes), each rank evaluates every world-th batch and the metrics'
     states are gathered, so every rank returns the 1-process numbers.
 
-    `progress`: a file that keeps the IW-NLL estimates made so far (vae_text.evalprogress:
+    `progress`: a file that keeps the IW-NLL estimates made so far (vae_text.metrics.progress:
     `progress_file`), so an interrupted evaluation resumes with the same numbers; the caller
     removes it once the results are written.
     """

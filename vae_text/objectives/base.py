@@ -24,8 +24,8 @@ from torch import Tensor
 
 if TYPE_CHECKING:  # annotations only
     from vae_text.config import ObjectiveConfig
-    from vae_text.latent import Prior
-    from vae_text.model import Output
+    from vae_text.model.latent import Prior
+    from vae_text.model.textvae import Output
 
 
 @dataclass

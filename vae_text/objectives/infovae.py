@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
 from vae_text.objectives.shares import (
     batch_means,

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
 from vae_text.objectives.shares import batch_means, by_sentence, refuse_free_bits, scheduled_beta
 

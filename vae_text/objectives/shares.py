@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 from vae_text.objectives.schedules import kl_weight
 
 if TYPE_CHECKING:  # annotations only

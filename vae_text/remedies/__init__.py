@@ -1,5 +1,8 @@
 """Remedies against posterior collapse that change the loop: the protocol (`Remedy`, its hooks,
-the `Loop` it sees, `Phase`), the registry `REMEDIES` and the two remedies of the papers."""
+the `Loop` it sees, `Phase`), the registry `REMEDIES` and the two remedies of the papers.
+
+May import: vae_text.core, vae_text.config, vae_text.data, vae_text.model, vae_text.objectives
+(never the loop: it sees the loop only through `Loop`)."""
 
 from vae_text.remedies.aggressive import (
     AggressiveInference,

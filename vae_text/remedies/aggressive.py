@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from vae_text.errors import ConfigError
-from vae_text.model import TextVAE
+from vae_text.core.errors import ConfigError
+from vae_text.model.textvae import TextVAE
 from vae_text.remedies.base import Loop, Remedy, encoder_parameters, register, update_only
 
 log = logging.getLogger("vae_text")

@@ -1,5 +1,5 @@
 """The remedy protocol: training procedures against posterior collapse that change the loop, not
-the loss (free bits, annealing and word dropout live in vae_text.objectives and vae_text.model;
+the loss (free bits, annealing and word dropout live in vae_text.objectives and vae_text.model.textvae;
 docs/remedies.md says what each is).
 
 A remedy is a `Remedy` registered in `REMEDIES` (`@register`). It owns its state (`state_keys`,
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
-from vae_text.errors import ConfigError
+from vae_text.core.errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only
-    from vae_text.batches import Batch
-    from vae_text.model import TextVAE
+    from vae_text.data.batches import Batch
+    from vae_text.model.textvae import TextVAE
 
 # What a remedy may need, and why it would be refused without it.
 NEEDS = {

@@ -7,8 +7,8 @@ import logging
 
 import torch
 
-from vae_text.errors import ConfigError
-from vae_text.model import TextVAE, initialize
+from vae_text.core.errors import ConfigError
+from vae_text.model.textvae import TextVAE, initialize
 from vae_text.remedies.base import Loop, Phase, Remedy, register
 
 log = logging.getLogger("vae_text")
