@@ -1,5 +1,5 @@
-"""The README's "Extending vae_text" examples, run as a user runs them: the section's Python blocks
-become a module of the user's own (`my_lab/parts.py`) and its YAML `my_lab/conf/...`, in a folder
+"""docs/extending.md's examples, run as a user runs them: its Python blocks become a module of the
+user's own (`my_lab/parts.py`) and its YAML `my_lab/conf/...`, in a folder
 outside the checkout; the installed commands (the console scripts beside the interpreter running
 the tests) train, evaluate and sample with them, named through `plugins=[my_lab.parts]` or an
 installed entry point. Each part is also checked in-process against an independent computation."""
@@ -19,9 +19,9 @@ import torch
 from test_registries import shares_agree
 
 from conftest import ROOT, TINY, compose_cfg, tiny_overrides, write_corpus
-from vae_text import objectives, remedies
+from vae_text import metrics, objectives, remedies
 from vae_text.core.errors import ConfigError
-from vae_text.model import decoders, latent
+from vae_text.model import decoders, encoders, latent
 from vae_text.model.textvae import Output
 from vae_text.run.logger import SilentLogger
 from vae_text.run.parts import keyword_only, train_settings
@@ -29,8 +29,8 @@ from vae_text.run.trainer import Trainer
 
 
 def readme_section() -> str:
-    text = (ROOT / "README.md").read_text()
-    return text.split("## Extending vae_text", 1)[1].split("\n## ", 1)[0]
+    """The guide to extending (the README's section points to it)."""
+    return (ROOT / "docs" / "extending.md").read_text()
 
 
 def readme_examples() -> list[str]:
@@ -68,7 +68,8 @@ def parts(lab):
     """The user's module imported in this process; the registries it writes to are restored and
     the module forgotten afterwards."""
     saved = [(r, dict(r)) for r in (latent.PRIORS, latent.POSTERIORS, latent._KL, decoders.DECODERS,
-                                    objectives.OBJECTIVES, remedies.REMEDIES)]
+                                    encoders.ENCODERS, objectives.OBJECTIVES, remedies.REMEDIES,
+                                    metrics.METRICS)]
     sys.path.insert(0, str(lab))
     try:
         yield importlib.import_module("my_lab.parts")
@@ -99,9 +100,12 @@ def tiny(corpus: Path, run: Path) -> list[str]:
 
 def test_the_readme_has_the_examples():
     names = [re.search(r"^class (\w+)", ex, re.M).group(1) for ex in readme_examples()]
-    assert names == ["ScaledNormal", "FixedVarianceHead", "BagOfWordsDecoder", "FixedBeta",
-                     "FreezeEncoder"]
-    assert list(readme_yaml()) == ["my_lab/conf/model/prior/scaled_normal.yaml"]
+    assert names == ["ScaledNormal", "FixedVarianceHead", "MeanEmbeddingEncoder",
+                     "BagOfWordsDecoder", "FixedBeta", "FreezeEncoder", "CollapsedShare"]
+    assert list(readme_yaml()) == ["my_lab/conf/model/prior/scaled_normal.yaml",
+                                   "my_lab/conf/objective/fixed_beta.yaml",
+                                   "my_lab/conf/remedy/freeze_encoder.yaml"]
+    assert "docs/extending.md" in (ROOT / "README.md").read_text().split("## Extending vae_text")[1]
 
 
 # --- from the command line ---------------------------------------------------------------------
@@ -112,19 +116,28 @@ def test_the_users_parts_train_evaluate_and_sample_from_the_installed_commands(l
     trained = command("train", *tiny(corpus, run), "plugins=[my_lab.parts]",
                       "hydra.searchpath=[pkg://my_lab.conf]", "model/prior=scaled_normal",
                       "model.posterior=fixed_variance", "model.posterior_args.sigma=0.5",
-                      "model.decoder=bag_of_words", pythonpath=[lab], cwd=tmp_path)
+                      "model.encoder=mean_embedding", "model.decoder=bag_of_words",
+                      "objective=fixed_beta", "+remedy=freeze_encoder",
+                      "eval.metrics=[elbo,mi,au,iw_nll,reconstruction,collapsed]",
+                      pythonpath=[lab], cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     saved = (run / "config.yaml").read_text()
     assert "prior: scaled_normal" in saved and "scale: 2.0" in saved  # from the user's YAML
+    assert "name: fixed_beta" in saved and "freeze_encoder_after: 1" in saved
+    assert "encoder: mean_embedding" in saved
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in h for h in history) and any("val/collapsed" in h for h in history)
     test = json.loads((run / "results.json").read_text())["test"]
+    assert 0.0 <= test["collapsed"] <= 1.0
     assert test["kl"] > 0 and test["nll_iw"] <= test["neg_elbo"] + 1.0
     assert len(test["kl_per_dim"]) == 6  # the README's closed form splits over the dimensions
     # no plugins= here: the checkpoint's config names them
     evaluated = command("eval", f"checkpoint={run}", "iw_samples=3", "output=eval.json",
-                        pythonpath=[lab], cwd=tmp_path)
+                        "metrics=[elbo,mi,au,iw_nll,collapsed]", pythonpath=[lab], cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     again = json.loads((tmp_path / "eval.json").read_text())
     assert again["sentences"] == 37 and again["kl"] == pytest.approx(test["kl"], rel=1e-4)
+    assert again["collapsed"] == pytest.approx(test["collapsed"])  # the user's metric, by name
     sampled = command("sample", f"checkpoint={run}", "n=4", pythonpath=[lab], cwd=tmp_path)
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert len(sampled.stdout.strip().splitlines()) == 4
@@ -136,8 +149,8 @@ def test_the_users_parts_train_evaluate_and_sample_from_the_installed_commands(l
 
 
 def test_an_installed_entry_point_names_the_parts_with_no_plugins_key(lab, tmp_path):
-    """A distribution that declares `[vae_text.run.parts]` in its entry points (what pip writes into
-    site-packages for `[project.entry-points."vae_text.run.parts"]`) is imported by every command."""
+    """A distribution that declares `[vae_text.parts]` in its entry points (what pip writes into
+    site-packages for `[project.entry-points."vae_text.parts"]`) is imported by every command."""
     corpus, site = lab.parent / "corpus", tmp_path / "site"
     args = [*tiny(corpus, tmp_path / "run"), "model.prior=scaled_normal", "model.prior_args.scale=2.0"]
     refused = command("train", *args, pythonpath=[site, lab], cwd=tmp_path)
@@ -146,7 +159,7 @@ def test_an_installed_entry_point_names_the_parts_with_no_plugins_key(lab, tmp_p
     info = site / "my_lab-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my_lab\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[vae_text.run.parts]\nmy_lab = my_lab.parts\n")
+    (info / "entry_points.txt").write_text("[vae_text.parts]\nmy_lab = my_lab.parts\n")
     trained = command("train", *args, pythonpath=[site, lab], cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test"]["kl"] > 0
@@ -198,6 +211,33 @@ def test_decoder_example(parts):
     assert torch.equal(dec.reorder(state, torch.tensor([1, 1, 0])), state[[1, 1, 0]])
 
 
+def test_encoder_example(parts):
+    from vae_text.config import ModelConfig
+
+    enc = parts.MeanEmbeddingEncoder(13, ModelConfig(embed_size=5), 0)
+    tokens = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 0, 0, 0]])  # (B 2, T 5), padded with 0
+    lengths = torch.tensor([3, 2])
+    features = enc(tokens, lengths)
+    assert features.shape == (2, 5) and enc.out_size == 5
+    by_hand = enc.embed.weight[[4, 5, 6]].mean(0)
+    assert torch.allclose(features[0], by_hand)
+    # no dependence on the padding or the other sentences
+    assert torch.allclose(enc(tokens[1:, :2], lengths[1:])[0], features[1])
+
+
+def test_metric_example(parts, corpus_dir):
+    from vae_text.metrics import METRICS
+    from vae_text.metrics.base import BatchResult
+
+    cls = METRICS["collapsed"]
+    assert cls is parts.CollapsedShare
+    metric = cls(None)
+    for kl in (torch.tensor([[0.1, 0.2], [0.3, 0.4]]), torch.tensor([[0.0, 0.1], [2.0, 0.0], [0.2, 0.2]])):
+        metric.update(BatchResult(batch=None, rec=torch.zeros(len(kl)), kl=kl, q=None))
+    # KL totals 0.3, 0.7, 0.1, 2.0, 0.4: three of five below 0.5
+    assert metric.finish(metric.state()) == {"collapsed": pytest.approx(3 / 5)}
+
+
 def test_objective_example(parts):
     """B = 3 sentences, Z = 2, beta = 2: per sentence rec + 2 KL is 10 + 2 * 3 = 16,
     20 + 2 * 0.5 = 21 and 30 + 2 * 1 = 32, so the loss is 69 / 3 = 23; two processes holding
@@ -225,7 +265,7 @@ def test_remedy_example(parts, corpus_dir, tmp_path):
         extra = [f"train.epochs={epochs}"] + ([f"train.resume={resume}"] if resume else [])
         cfg = compose_cfg(tiny_overrides(corpus_dir, *extra))
         settings = train_settings(cfg)
-        settings.remedy.freeze_encoder_after = 1  # the RemedyConfig field the README adds
+        settings.remedy.freeze_encoder_after = 1  # remedy.freeze_encoder_after=1, a user's key
         run.mkdir(parents=True, exist_ok=True)
         t = Trainer(cfg, settings, run)
         assert [r.name for r in t.remedies] == ["freeze_encoder"]

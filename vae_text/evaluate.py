@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from vae_text.config import DataConfig, EvaluateConfig, section
+from vae_text.core import plugins
 from vae_text.core.errors import ConfigError
 from vae_text.core.utils import CONFIG_PATH, check_writable, cli, pick_device, write_json
 from vae_text.data.corpus import encode_split
@@ -51,10 +52,11 @@ def format_table(metrics: dict, title: str) -> str:
 def run(cfg: DictConfig | EvaluateConfig) -> dict:
     if not isinstance(cfg, EvaluateConfig):
         cfg = section(EvaluateConfig, cfg, "")  # an EvaluateConfig is the suite's EvalConfig too
-    check_eval(cfg)  # its plugins imported first; the run's own come with its checkpoint
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    plugins.load(cfg.plugins)  # its own plugins; the run's come with its checkpoint
     loaded = load_any(cfg.checkpoint, pick_device(str(cfg.device)))  # run dir, .pt or export
+    check_eval(cfg)  # the names (a metric of the run's plugins too), before any work
     path, model, tokenizer = loaded.source, loaded.model, loaded.tokenizer
     data = DataConfig.from_saved(loaded.config["data"])
     if cfg.data_dir:

@@ -5,7 +5,7 @@ named like built-in ones. Importing is all this does: registration stays the plu
 registry entries.
 
     # pyproject.toml of the user's package
-    [project.entry-points."vae_text.run.parts"]
+    [project.entry-points."vae_text.parts"]
     my_lab = "my_lab.parts"
 """
 
@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 
 from vae_text.core.errors import ConfigError
 
-GROUP = "vae_text.run.parts"
+GROUP = "vae_text.parts"
 
 
 def load(modules: Iterable[str] = ()) -> None:

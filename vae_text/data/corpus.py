@@ -49,7 +49,7 @@ __all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer",  # re-exported for 
            "collate", "iterate", "CONTROL", "control_error", "fetch_from_hub", "file_bytes",
            "load_hf_lines", "parse_lines", "read_sentences", "read_split", "split_files"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vae_text.data")  # the package's logger, as the log lines name it
 
 CACHE_VERSION = 2
 CHUNK = 20_000  # sentences per `encode_batch` call: a huge split still reports its progress

@@ -29,7 +29,7 @@ from vae_text.core.errors import DataError
 from vae_text.core.utils import atomic_write
 from vae_text.data.tokenizer import UNK
 
-log = logging.getLogger("vae_text.data.corpus")
+log = logging.getLogger("vae_text.data")
 
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")  # words, numbers, a clitic, one punctuation mark
 MARKUP = re.compile(r"<br\s*/?>|\\n|\\r|\\t")  # line breaks the sources spell out

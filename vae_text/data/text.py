@@ -13,7 +13,7 @@ from vae_text.config import SPLITS, DataConfig
 from vae_text.core.errors import DataError
 from vae_text.core.utils import atomic_write
 
-log = logging.getLogger("vae_text.data.corpus")
+log = logging.getLogger("vae_text.data")
 
 # Control characters (Unicode Cc) other than tab and the line ends \n and \r: a NUL byte or an escape
 # code means a binary or corrupt file, never a word, and would otherwise train without complaint.
