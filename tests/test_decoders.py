@@ -16,6 +16,7 @@ from vae_text.model.decoders import DECODERS, Decoder, LSTMDecoder
 from vae_text.model.decoding import DecodeConfig, decode, greedy_decode
 from vae_text.model.encoders import ENCODERS, Encoder, LSTMEncoder
 from vae_text.model.textvae import build_model, decoder_inputs
+from vae_text.run.parts import check_model
 from vae_text.train import train
 
 V = 19  # batch 4, embed 7, encoder 9, latent 5, decoder 11, vocabulary 19
@@ -103,7 +104,7 @@ def test_beam_of_one_is_greedy_through_the_protocol(kw):
                                     (dict(encoder_args={"pool": "mean"}), "model.encoder_args.pool")])
 def test_unknown_parts_are_config_errors_naming_the_key(kw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        ModelConfig(**kw)
+        check_model(ModelConfig(**kw))  # names are checked where the registries are
 
 
 class _Bigram(Decoder):
