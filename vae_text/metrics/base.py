@@ -124,8 +124,8 @@ def select(cfg: EvalConfig) -> list[type[Metric]]:
     """The classes `cfg.metrics` names, in its order; an unknown name is a one-line ConfigError."""
     for name in cfg.metrics:
         if name not in METRICS:
-            raise ConfigError(f"{cfg.where}metrics: {name!r} is unknown: choose from {sorted(METRICS)}"
-                              f" (or register your own: vae_text.metrics.register)")
+            raise ConfigError(f"{cfg.where}metrics={name!r} is unknown: choose one of "
+                              f"{sorted(METRICS)} (or register your own: vae_text.metrics.register)")
     return [METRICS[name] for name in cfg.metrics]
 
 
