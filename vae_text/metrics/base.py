@@ -30,6 +30,7 @@ from torch import Tensor
 from vae_text.config import EvalConfig
 from vae_text.core.distributed import Dist
 from vae_text.core.errors import ConfigError
+from vae_text.core.registry import registrar
 from vae_text.data.batches import Batch, Split
 
 if TYPE_CHECKING:  # annotations only
@@ -112,12 +113,7 @@ class Metric:
 METRICS: dict[str, type[Metric]] = {}
 
 
-def register(cls: type[Metric]) -> type[Metric]:
-    """Class decorator: `METRICS[cls.name] = cls` (also for metrics of the user's own code)."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} has no name: set the class attribute `name`")
-    METRICS[cls.name] = cls
-    return cls
+register = registrar(METRICS, "metrics")
 
 
 def select(cfg: EvalConfig) -> list[type[Metric]]:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
+from vae_text.core.registry import registrar
+
 if TYPE_CHECKING:  # annotations only
     from vae_text.config import ObjectiveConfig
     from vae_text.model.latent import Prior
@@ -89,9 +91,4 @@ class Objective:
 OBJECTIVES: dict[str, type[Objective]] = {}
 
 
-def register(cls: type[Objective]) -> type[Objective]:
-    """Class decorator: `OBJECTIVES[cls.name] = cls` (also for objectives of the user's own code)."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} has no name: set the class attribute `name`")
-    OBJECTIVES[cls.name] = cls
-    return cls
+register = registrar(OBJECTIVES, "objectives")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from torch import Tensor, nn
 
 from vae_text.core.errors import ConfigError
+from vae_text.core.registry import registrar
 
 if TYPE_CHECKING:  # annotations only
     from vae_text.data.batches import Batch
@@ -141,12 +142,7 @@ def keys(cls: type[Remedy]) -> list[str]:
 REMEDIES: dict[str, type[Remedy]] = {}
 
 
-def register(cls: type[Remedy]) -> type[Remedy]:
-    """Class decorator: `REMEDIES[cls.name] = cls` (also for remedies of the user's own code)."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} has no name: set the class attribute `name`")
-    REMEDIES[cls.name] = cls
-    return cls
+register = registrar(REMEDIES, "remedies")
 
 
 def build_remedies(cfg: Any) -> list[Remedy]:
