@@ -80,3 +80,24 @@ def test_the_first_non_finite_step_is_named_when_read():
     watch.update(torch.tensor(float("nan"), dtype=torch.float64), torch.tensor(float("nan")), 4)
     with pytest.raises(TrainingDiverged, match="at step 3: the gradient norm is inf; no checkpoint"):
         watch.check(run)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available here")
+def test_on_cuda_batches_arrive_ahead_and_a_step_copies_nothing_back(corpus_dir, tmp_path):
+    t = ptb_trainer(corpus_dir, tmp_path, "device=cuda")
+    split = t.corpus["train"]
+    t.plan = plan = batch_plan(split, t.s.train.batch_size, shuffle=True, seed=t.s.seed)
+    batches, window = iterate(split, plan, device=t.device), TrainWindow()
+    first = next(batches)
+    assert first.tokens.is_cuda and first.lengths.is_cuda and not first.index.is_cuda
+    assert first.num_tokens == sum(first.lengths.tolist())  # from the host copy of the lengths
+    window.add(t.train_step(first))
+    for _ in range(3):
+        batch = next(batches)  # the next one's pinned copy is queued before this is handed out
+        with HostReads() as c:  # here every tensor of the step is a device tensor: no exemption
+            window.add(t.train_step(batch))
+        assert (c.reads, dict(c.where)) == (0, {})
+    with HostReads() as c:
+        stats = loop.read_window(t, window, seconds=1.0)
+    assert c.reads == 2 and stats["loss"] > 0
