@@ -51,11 +51,11 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
                    leave=False)
         t.window = window = t.window if t.state.batch_in_epoch else TrainWindow()  # resumed
         started = time.perf_counter()
-        for batch in iterate(split, plan, start=t.state.batch_in_epoch):
+        for batch in iterate(split, plan, start=t.state.batch_in_epoch, device=t.device):
             window.add(t.train_step(batch))
             bar.update(1)
             if t.state.step % cfg.log_every == 0:
-                stats = window.flush(time.perf_counter() - started)
+                stats = read_window(t, window, time.perf_counter() - started)
                 started = time.perf_counter()
                 bar.set_postfix(loss=f"{stats['loss']:.2f}", rec=f"{stats['rec']:.2f}",
                                 kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}",
@@ -71,6 +71,7 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
                 done, t.stopped = True, "max_minutes"
                 break
         bar.close()
+        t.check_finite()  # a diverged model is neither validated nor saved
         epoch_end = t.state.batch_in_epoch == len(plan)
         if epoch_end:
             t.state.epoch += 1
@@ -83,6 +84,13 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
         for remedy in t.remedies:
             remedy.end_epoch(t.view)
         t.save("last.pt")
+
+
+def read_window(t: Trainer, window: TrainWindow, seconds: float) -> dict:
+    """A log step's reads from the device, the only ones between checkpoints: whether a step since
+    the last one diverged (TrainingDiverged, naming it), then the window's train/ means."""
+    t.check_finite()
+    return window.flush(seconds)
 
 
 def already_stopped(t: Trainer) -> str | None:
