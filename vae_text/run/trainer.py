@@ -36,6 +36,7 @@ from vae_text.run.checkpoint import (
     save_checkpoint,
     training_blob,
 )
+from vae_text.run.compiled import step_forward
 from vae_text.run.divergence import clip_gradients, stop_if_diverged
 from vae_text.run.logger import MetricsLogger
 from vae_text.run.optim import build_optimizer, plateau_rule
@@ -99,6 +100,8 @@ class Trainer:
 
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.forward = step_forward(self.net, settings.train.compile, self.device,
+                                    self.model.pad_id, self.corpus["train"].lengths)
         self.plan: list = []
         self.stopped = "epochs"
 
@@ -168,8 +171,8 @@ class Trainer:
             tokens, lengths = tokens.repeat_interleave(K, 0), lengths.repeat_interleave(K, 0)
         to = lambda t: None if t is None else t.to(self.device, non_blocking=True)  # noqa: E731
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.s.train.precision == "bf16"):
-            out = self.net(to(tokens), to(lengths), eps=None if eps is None else to(eps[draws]),
-                           word_noise=None if word_noise is None else to(word_noise[draws, :T]))
+            out = self.forward(to(tokens), to(lengths), eps=None if eps is None else to(eps[draws]),
+                               word_noise=None if word_noise is None else to(word_noise[draws, :T]))
         reduce = lambda t: torch.tensor(  # noqa: E731  (float64 on the CPU, one sync)
             d.all_sum(t.detach().reshape(-1).tolist()), dtype=torch.float64).reshape(t.shape)
         inp = StepInput(out, getattr(self.model, "prior", None), K, B, share,
