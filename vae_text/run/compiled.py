@@ -13,7 +13,12 @@ compiled run would no longer give the eager run's losses (`fallback_random`).
 `cudagraphs` replays a graph per input shape, so shapes must repeat: each batch's time axis is
 padded up to the next of a handful of bucket lengths (quantiles of the training lengths). Padding
 is <pad> tokens past every sentence's length, which the encoder (packed, or masked attention) and
-the loss (masked by length) never read; its word-dropout noise is 1, never a dropout.
+the loss (masked by length) never read; its word-dropout noise is 1, never a dropout. The inputs'
+shapes are marked static, so there is one graph per (batch size, bucket): BUCKETS times the few
+batch sizes (full batches and an epoch's last) stays under dynamo's recompile limit (8). The part
+after the decoder sees only the real tokens (their number varies with every batch): it is compiled
+with a dynamic size and not captured (`cudagraph_skip_dynamic_graphs`). The LSTMs, and the
+selection of real tokens, are left to eager by dynamo (graph breaks); they run between the graphs.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch import Tensor, nn
 from vae_text.core.errors import ConfigError
 
 COMPILE_MODES = ("none", "compile", "cudagraphs")
-BUCKETS = 4  # captured graphs per batch size: few enough to capture fast, enough to pad little
+BUCKETS = 3  # captured graphs per batch size: few enough to capture fast, enough to pad little
 # eager dropout masks in compiled code (see the docstring); for cudagraphs also the capture itself
 COMPILE_OPTIONS = {"fallback_random": True}
 
@@ -65,14 +70,17 @@ class StepForward:
             self.net = net
         elif mode == "compile":  # one graph for every batch shape: B and T vary from batch to batch
             self.net = torch.compile(net, dynamic=True, options=COMPILE_OPTIONS)
-        else:  # "reduce-overhead" is these options: a CUDA graph per shape (B, bucket)
-            self.net = torch.compile(net, dynamic=False,
-                                     options={**COMPILE_OPTIONS, "triton.cudagraphs": True})
+        else:  # "reduce-overhead" is triton.cudagraphs: a CUDA graph per shape (B, bucket)
+            self.net = torch.compile(net, options={**COMPILE_OPTIONS, "triton.cudagraphs": True,
+                                                   "triton.cudagraph_skip_dynamic_graphs": True})
 
     def __call__(self, tokens: Tensor, lengths: Tensor, eps: Tensor | None,
                  word_noise: Tensor | None):
         if self.mode == "cudagraphs":
             tokens, word_noise = pad_to_bucket(tokens, word_noise, self.buckets, self.pad_id)
+            for t in (tokens, lengths, eps, word_noise):  # (B, bucket): never a dynamic graph
+                if t is not None:
+                    torch._dynamo.mark_static(t)
             # a new training iteration: the previous step's graph outputs (read by its backward
             # and the objective by now) may be overwritten; a remedy's inner steps count as steps
             torch.compiler.cudagraph_mark_step_begin()
