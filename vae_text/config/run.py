@@ -50,9 +50,7 @@ class OptimConfig:
             raise ConfigError(f"optim.betas={list(self.betas)!r} is invalid: two numbers in [0, 1)")
         _positive_or_null("optim.clip_norm", self.clip_norm)
         if self.plateau_factor is not None and not 0 < self.plateau_factor < 1:
-            raise ConfigError(
-                f"optim.plateau_factor={self.plateau_factor!r} is invalid: in (0, 1), or null"
-            )
+            raise ConfigError(f"optim.plateau_factor={self.plateau_factor!r} is invalid: in (0, 1), or null")
         for key in ("plateau_patience", "plateau_start_epoch"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
                 raise ConfigError(f"optim.{key}={getattr(self, key)!r} is invalid: an integer >= 0")
@@ -73,12 +71,14 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads; null: the physical cores available to the process
     precision: str = "fp32"  # "bf16": the training forward pass under bfloat16 autocast (GPUs)
     max_lr_decays: int | None = None  # stop once the plateau rule has decayed the lr this often
+    compile: str = "none"  # the step's forward: none (eager) | compile (torch.compile) | cudagraphs (CUDA)
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "log_every"):
             _positive_int(f"train.{key}", getattr(self, key))
         _choice("train.monitor", self.monitor, ("neg_elbo", "rec"))
         _choice("train.precision", self.precision, ("fp32", "bf16"))
+        _choice("train.compile", self.compile, ("none", "compile", "cudagraphs"))  # vae_text.run.compiled
         for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads", "max_lr_decays"):
             if getattr(self, key) is not None:
                 _positive_int(f"train.{key}", getattr(self, key))

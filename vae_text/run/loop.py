@@ -12,11 +12,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import torch
 from tqdm import tqdm
 
 from vae_text.core.errors import CheckpointError
 from vae_text.data.batches import batch_plan, iterate
 from vae_text.metrics import evaluate
+from vae_text.remedies import update_only
 from vae_text.run.logger import MetricsLogger, TrainWindow
 from vae_text.run.optim import build_optimizer, set_lr
 
@@ -205,7 +207,16 @@ class RemedyView:
         return self._t.inner_batch(i)
 
     def optimize(self, loss: Tensor, part: str | None = None) -> None:
-        self._t.optimize(loss, part)
+        """An optimizer step on `loss` for a remedy's inner loop; with `part` that part alone
+        (the other's gradients dropped, so its weights and Adam moments stay as they are)."""
+        t = self._t
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if part is not None:
+            update_only(t.model, part)
+        if t.s.optim.clip_norm is not None:  # the norm of the part's gradients (None skipped)
+            torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.s.optim.clip_norm)
+        t.optimizer.step()
 
     def save(self, name: str) -> None:
         self._t.save(name)

@@ -26,7 +26,7 @@ from vae_text.data.corpus import Corpus, load_corpus
 from vae_text.metrics import evaluate_to
 from vae_text.model.textvae import build_model, word_dropout_rate
 from vae_text.objectives import OBJECTIVES, StepInput, StepOutput
-from vae_text.remedies import Phase, build_remedies, update_only
+from vae_text.remedies import Phase, build_remedies
 from vae_text.run import loop
 from vae_text.run.checkpoint import (
     CHECKPOINT_DIR,
@@ -36,6 +36,7 @@ from vae_text.run.checkpoint import (
     save_checkpoint,
     training_blob,
 )
+from vae_text.run.compiled import step_forward
 from vae_text.run.divergence import DivergenceWatch, clip_gradients
 from vae_text.run.logger import MetricsLogger
 from vae_text.run.optim import build_optimizer, plateau_rule
@@ -100,6 +101,8 @@ class Trainer:
 
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.forward = step_forward(self.net, settings.train.compile, self.device,
+                                    self.model.pad_id, self.corpus["train"].lengths)
         self.plan: list = []
         self.stopped = "epochs"
 
@@ -170,37 +173,17 @@ class Trainer:
             tokens, lengths = tokens.repeat_interleave(K, 0), lengths.repeat_interleave(K, 0)
         to = lambda t: None if t is None else to_device(t, self.device)  # noqa: E731
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.s.train.precision == "bf16"):
-            out = self.net(to(tokens), to(lengths), eps=None if eps is None else to(eps[draws]),
-                           word_noise=None if word_noise is None else to(word_noise[draws, :T]))
+            out = self.forward(to(tokens), to(lengths), eps=None if eps is None else to(eps[draws]),
+                               word_noise=None if word_noise is None else to(word_noise[draws, :T]))
         inp = StepInput(out, getattr(self.model, "prior", None), K, B, share,
-                        self.state.step - self.state.phase_start, beta, self.reduce, rows.start)
+                        self.state.step - self.state.phase_start, beta, self.dist.sum_on_device, rows.start)
         return self.objective(inp)
-
-    def reduce(self, t: Tensor) -> Tensor:
-        """`t` summed over ranks, element-wise, as a float64 copy on its own device with no
-        gradient: the identity in one process, an all_reduce on the device in several (gloo on
-        CPU tensors, NCCL on CUDA ones). Nothing is read back to the host."""
-        total = t.detach().to(torch.float64, copy=True)
-        if self.dist.active:
-            torch.distributed.all_reduce(total)
-        return total
 
     def loss(self, batch: Batch, beta: float, noise_seed: int) -> tuple[Tensor, dict]:
         """The loss to differentiate (gradients averaged over ranks: the whole batch's) and the
         whole batch's statistics as numbers."""
         result = self.run_objective(batch, beta, noise_seed)
         return result.loss * self.dist.world, {k: float(v) for k, v in result.stats.items()}
-
-    def optimize(self, loss: Tensor, part: str | None = None) -> None:
-        """An optimizer step on `loss` for a remedy's inner loop; with `part` that part alone
-        (the other's gradients dropped, so its weights and Adam moments stay as they are)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if part is not None:
-            update_only(self.model, part)
-        if self.s.optim.clip_norm is not None:  # the norm of the part's gradients (None skipped)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.optim.clip_norm)
-        self.optimizer.step()
 
     def noise_seed(self, i: int) -> int:
         return (self.s.seed * 1_000_003 + self.state.step * 1_009 + i) * 2 + 1
