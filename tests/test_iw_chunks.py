@@ -1,6 +1,9 @@
-"""The IW pass sized from the device (vae_text.metrics.iw): the chunk budget, the readout's FLOP
-count against the split's own token counts, the matmul bound's arithmetic, and the figures in the
-evaluation's output."""
+"""The evaluation sized from the device: the IW pass's chunk budget (vae_text.metrics.iw), the
+readout's FLOP count against the split's own token counts, the matmul bound's arithmetic, the
+figures in the evaluation's output, and the MI pairs' chunk (vae_text.metrics.information).
+The same code on a GPU: tests/test_cuda_eval.py."""
+
+import math
 
 import pytest
 import torch
@@ -8,9 +11,11 @@ from test_metrics import tiny_vae
 
 from vae_text.core.errors import ConfigError
 from vae_text.data.corpus import collate
-from vae_text.metrics import EvalConfig, evaluate, iw_log_likelihood
+from vae_text.metrics import EvalConfig, evaluate, iw_log_likelihood, mutual_information
 from vae_text.metrics import iw as iw_module
+from vae_text.metrics.information import mi_chunk
 from vae_text.metrics.iw import Readout, chunk_budget_mb, chunk_rows, matmul_gflops, readout_line
+from vae_text.model.latent import DiagonalGaussian
 
 
 def test_the_chunk_budget_is_the_given_value_else_a_share_of_free_gpu_memory_else_cache_sized(monkeypatch):
@@ -63,3 +68,22 @@ def test_an_evaluation_reports_the_readout_against_the_bound_for_k_above_one():
                     f"{out['matmul_bound_gflops']:.1f} GFLOP/s measured on the same shapes")
     one = evaluate(model, split, vocab, EvalConfig(iw_samples=1, progress=False))
     assert "readout_gflops" not in one and "matmul_bound_gflops" not in one
+
+
+def test_mi_pairs_chunk_is_512_on_a_cpu_and_sized_from_free_gpu_memory(monkeypatch):
+    assert mi_chunk(3000, 32, torch.device("cpu")) == 512
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (2**30, 80 * 2**30))
+    # a quarter of 1 GiB over 4 float64 copies of a (3000, 32) row
+    assert mi_chunk(3000, 32, torch.device("cuda")) == 2**30 // 4 // (4 * 3000 * 32 * 8) == 87
+    assert mi_chunk(5, 3, torch.device("cuda")) == 5  # never more rows than sentences
+
+
+def test_mi_does_not_depend_on_the_pairs_chunk():
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(37, 4, generator=g), torch.randn(37, 4, generator=g) * 0.3
+    q = DiagonalGaussian(mu, logvar)
+    z = q.rsample(eps=torch.randn(37, 4, generator=g))
+    whole = mutual_information(q, z, chunk=37)
+    assert 0 < whole <= math.log(37)
+    for chunk in (1, 5, 512):
+        assert mutual_information(q, z, chunk=chunk) == pytest.approx(whole, rel=1e-12)
