@@ -109,7 +109,7 @@ class EvalConfig:
     iw_samples: int = 500  # K of the importance-weighted NLL (the field's K; 0: skip it)
     val_iw_samples: int = 0  # training: K of an IW-NLL on valid every epoch (0: skip; MI, AU always run)
     batch_size: int = 64  # sentences per encoder pass
-    memory_mb: int = 64  # working memory of one IW decoder chunk: small chunks stay in cache (faster)
+    memory_mb: int | None = None  # one IW decoder chunk's memory (null: from the device, metrics.iw)
     au_threshold: float = 0.01  # a unit is active if Var_x E_q[z_u] >= this
     # MI over a seeded subset of at most this many sentences (null: the whole set, the field's
     # estimator; a capped MI is at most log of this and not comparable). Its cost grows as N^2
@@ -132,8 +132,9 @@ class EvalConfig:
                 raise ConfigError(f"{self.where}{key}={value!r} is invalid: an integer >= 0 (0 skips it)")
         for key in ("batch_size", "memory_mb"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{self.where}{key}={value!r} is invalid: a positive integer")
+            if not (isinstance(value, int) and value > 0 or value is None and key == "memory_mb"):
+                raise ConfigError(f"{self.where}{key}={value!r} is invalid: a positive integer"
+                                  + (" (or null: from the device)" if key == "memory_mb" else ""))
         if not self.au_threshold > 0:
             raise ConfigError(f"{self.where}au_threshold={self.au_threshold!r} is invalid: it must be > 0")
         names = self.metrics
