@@ -242,8 +242,8 @@ def main() -> None:
           f"torch {torch.__version__} | threads {torch.get_num_threads()}")
     # other processes slow the figures down: say how busy the machine was (1-minute average)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"batch {settings.train.batch_size} | train.compile={settings.train.compile} | {steps} steps "
-          f"(after {args.warmup} warm-up steps, compiling included) | {tokens} tokens | {seconds:.2f} s")
+    print(f"batch {settings.train.batch_size} | train.compile={settings.train.compile} | {steps} steps | "
+          f"after {args.warmup} warm-up steps (compiling included) | {tokens} tokens | {seconds:.2f} s")
     print(f"train tokens/s: {tokens / seconds:,.0f}")
     print(f"sentences/s:    {steps * settings.train.batch_size / seconds:,.1f}")
     # what a step would wait for on a GPU (vae_text.run.hostreads), counted after the timing
