@@ -1,4 +1,4 @@
-"""A training step reads nothing back from the device (issue 41): counted on the CPU with
+"""A training step reads nothing back from the device: counted on the CPU with
 vae_text.run.hostreads, which counts the calls that would make the host wait on a GPU."""
 
 from __future__ import annotations
