@@ -4,11 +4,16 @@
     python scripts/benchmark.py +experiment=ptb_large train.batch_size=64 --steps 300
     python scripts/benchmark.py +experiment=ptb_transformer    # any experiment, any decoder
     python scripts/benchmark.py +experiment=ptb --profile 20   # torch.profiler table of 20 steps
+    python scripts/benchmark.py +experiment=ptb train.compile=compile --no-bare  # compiled step
 
 Composes the real Hydra config (any overrides), builds the model and optimizer exactly as
 `vae_text.train` does, runs `--warmup` untimed steps then `--steps` timed training steps on
 length-grouped training batches, and prints tokens/s (words + <eos>, the tokens the loss scores)
 and the process's peak RSS.
+
+Beside tokens/s it prints the host reads and operators per step (vae_text.run.hostreads: the
+calls that would make the host wait for a GPU, counted on any device), for a step between two log
+lines and for a log step (`train.log_every`), each counted on steps of their own after the timing.
 
 Beside it, in the same process, runs a *bare* step of the same model: plain nn.Embedding /
 nn.LSTM / nn.Linear modules of the same sizes (z into the decoder the same way, the same dropouts),
@@ -22,12 +27,14 @@ tokens/s is recorded and the medians, and the median of the per-round ratios, ar
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import resource
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -37,6 +44,9 @@ from torch import Tensor, nn
 
 from vae_text.config import ModelConfig
 from vae_text.data.batches import batch_plan, iterate
+from vae_text.run.hostreads import HostReads
+from vae_text.run.logger import TrainWindow
+from vae_text.run.loop import read_window
 from vae_text.run.parts import register, train_settings
 from vae_text.run.trainer import Trainer
 
@@ -120,6 +130,17 @@ class BareStep:
         return self.B * self.T
 
 
+def counted(fn, steps: int, host=lambda: ()) -> tuple[float, float, Counter]:
+    """Host reads and operators per call of fn() over `steps` calls, and the reads by name;
+    `host()`: the tensors that stay on the host on every device (a batch not yet moved)."""
+    reads, ops, where = 0, 0, Counter()
+    for _ in range(steps):
+        with HostReads(host=host()) as c:
+            fn()
+        reads, ops, where = reads + c.reads, ops + c.ops, where + c.where
+    return reads / steps, ops / steps, where
+
+
 def profile(name: str, fn, steps: int, rows: int = 25) -> None:
     """torch.profiler's table of `steps` calls of the step fn(), by self CPU time."""
     from torch.profiler import ProfilerActivity
@@ -165,12 +186,29 @@ def main() -> None:
     plan = batch_plan(split, settings.train.batch_size, shuffle=True, seed=settings.seed,
                       pool=settings.data.bucket_pool)
     trainer.plan = plan  # the aggressive inner loop draws its batches from it
-    batches = iterate(split, plan)
+    batches = itertools.chain.from_iterable(  # epoch after epoch: any --steps
+        iterate(split, plan, device=trainer.device) for _ in itertools.count())
     bare = BareStep(trainer, split) if args.bare else None
     sync = trainer.device.type == "cuda"
+    window, ahead = TrainWindow(), []  # the loop's train/ means, and the next batch once drawn
 
-    def project() -> int:
-        return trainer.train_step(next(batches))["tokens"]
+    def next_batch():
+        return ahead.pop() if ahead else next(batches)
+
+    def project() -> int:  # a step between two log lines, as vae_text.run.loop runs it
+        stats = trainer.train_step(next_batch())
+        window.add(stats)
+        return stats["tokens"]
+
+    def log_step() -> int:  # a step that ends a window: the loop's log-step reads
+        tokens = project()
+        read_window(trainer, window, seconds=1.0)
+        return tokens
+
+    def batch_on_host():  # drawn before the count starts: a batch the counted step finds ready
+        ahead.append(next(batches))
+        b = ahead[0]
+        return [b.lengths, b.tokens] if b.tokens.device.type == "cpu" else []
 
     order = ["project", "bare"] if bare else ["project"]
     fns = {"project": project, "bare": bare}
@@ -189,6 +227,12 @@ def main() -> None:
         for name in order if r % 2 == 0 else order[::-1]:
             runs[name].append(timed(fns[name], block, sync))
 
+    plain = counted(project, 5, batch_on_host)
+    logged = counted(log_step, 3, batch_on_host)
+    # plain Adam keeps its step counts on the host, on CUDA too: reading them is no wait
+    bare_counts = counted(bare, 3, lambda: [st["step"] for st in bare.optimizer.state.values()]) \
+        if bare else None
+
     tokens = sum(t for t, _ in runs["project"])
     seconds = sum(s for _, s in runs["project"])
     steps = len(runs["project"]) * block
@@ -198,9 +242,18 @@ def main() -> None:
           f"torch {torch.__version__} | threads {torch.get_num_threads()}")
     # other processes slow the figures down: say how busy the machine was (1-minute average)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"batch {settings.train.batch_size} | {steps} steps | {tokens} tokens | {seconds:.2f} s")
+    print(f"batch {settings.train.batch_size} | train.compile={settings.train.compile} | {steps} steps | "
+          f"after {args.warmup} warm-up steps (compiling included) | {tokens} tokens | {seconds:.2f} s")
     print(f"train tokens/s: {tokens / seconds:,.0f}")
     print(f"sentences/s:    {steps * settings.train.batch_size / seconds:,.1f}")
+    # what a step would wait for on a GPU (vae_text.run.hostreads), counted after the timing
+    print(f"host reads/step: {plain[0]:g} (non-logging step) | {logged[0]:g} (log step: "
+          f"{', '.join(f'{k} {v / 3:g}' for k, v in logged[2].items()) or 'none'})"
+          + (f" | bare step {bare_counts[0]:g}" if bare else ""))
+    print(f"operators/step:  {plain[1]:,.0f} (non-logging step) | {logged[1]:,.0f} (log step)"
+          + (f" | bare step {bare_counts[1]:,.0f}" if bare else ""))
+    if plain[0]:
+        print(f"  non-logging reads: {dict(plain[2])}")
     if bare:
         rate = {k: [t / s for t, s in v] for k, v in runs.items()}
         ratios = [p / b for p, b in zip(rate["project"], rate["bare"], strict=True)]

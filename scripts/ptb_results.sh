@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The converged PTB results table (results/ptb.md): every recipe trained with early
-# stopping on validation and tested with IW-NLL K = 500, two runs at a time with one thread each.
+# stopping on validation and tested with IW-NLL K = 500, two runs at a time with one thread each
+# (JOBS: how many; with a GPU, nvidia-smi found, JOBS runs share it side by side, default 4).
 # Resumable: a run with results.json is skipped, one with checkpoints/last.pt is continued in place.
 #   bash scripts/ptb_results.sh [out_dir] [name ...]     # names: a subset of the recipes below
 #   ARGS="eval.iw_samples=0" bash scripts/ptb_results.sh outputs/gen ptb ...  # overrides for every run
@@ -50,12 +51,13 @@ run() {  # name
 }
 
 mkdir -p "$out"
+lanes=${JOBS:-2}
+command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1 && lanes=${JOBS:-4}
 queue() { for name in "$@"; do run "$name"; done; }
-evens=() odds=()
-for i in "${!order[@]}"; do
-  if (( i % 2 == 0 )); then evens+=("${order[$i]}"); else odds+=("${order[$i]}"); fi
+for (( lane = 0; lane < lanes; lane++ )); do  # run i in lane i mod lanes, each lane one run at a time
+  mine=()
+  for i in "${!order[@]}"; do (( i % lanes == lane )) && mine+=("${order[$i]}"); done
+  (( ${#mine[@]} )) && queue "${mine[@]}" &
 done
-queue "${evens[@]}" &
-queue "${odds[@]}" &
 wait
 python -m vae_text.report "$out" --out "$out/report"

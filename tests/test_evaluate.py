@@ -42,6 +42,7 @@ def test_evaluate_cli_writes_json_and_matches_the_library(trained, corpus_dir):
     assert proc.returncode == 0, proc.stderr
     assert "| IW-NLL |" in proc.stdout and "| active units |" in proc.stdout
     written = json.loads((run / "eval_valid_k9.json").read_text())
+    assert f"\nreadout: {written['readout_gflops']:.1f} GFLOP/s, " in proc.stdout  # K > 1: the figure shown
     assert written["split"] == "valid" and written["iw_samples"] == 9
     model, vocab, _ = load_model(run)
     split = encode_split(read_sentences(corpus_dir / "ptb.valid.txt")[0], vocab)

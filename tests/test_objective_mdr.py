@@ -22,9 +22,11 @@ def test_lagrangian_and_dual_step_hand_values():
     rec, kl = torch.tensor([10.0, 20.0]), torch.tensor([3.0, 5.0])
     # rec + beta KL + lambda (r - KL) at beta = 1, lambda = 0.5, r = 8
     assert torch.equal(lagrangian(rec, kl, 1.0, 0.5, 8.0), torch.tensor([15.5, 26.5]))
-    assert dual_step(0.5, 8.0, 3.0, 0.1) == pytest.approx(1.0)  # violated by 5: lambda grows
-    assert dual_step(0.5, 8.0, 20.0, 0.1) == 0.0  # satisfied by 12: projected back onto 0
-    assert dual_step(0.5, 8.0, 8.0, 0.1) == 0.5  # on the boundary: unchanged
+    lam = torch.tensor(0.5, dtype=torch.float64)
+    step = lambda kl: dual_step(lam, 8.0, torch.tensor(kl, dtype=torch.float64), 0.1).item()  # noqa: E731
+    assert step(3.0) == pytest.approx(1.0)  # violated by 5: lambda grows
+    assert step(20.0) == 0.0  # satisfied by 12: projected back onto 0
+    assert step(8.0) == 0.5  # on the boundary: unchanged
 
 
 def test_loss_statistics_and_the_kl_gradient_weight():
@@ -40,7 +42,7 @@ def test_loss_statistics_and_the_kl_gradient_weight():
     # the KL's net weight is beta - lambda, per sentence of the batch mean
     assert torch.allclose(kl.grad, torch.full_like(kl, (0.8 - 1.5) / 3))
     objective.after_step(result.stats)
-    assert objective.lam == pytest.approx(1.5 + 0.1 * (6.0 - 3.0))
+    assert objective.lam.item() == pytest.approx(1.5 + 0.1 * (6.0 - 3.0))
 
 
 def test_lambda_is_checkpointed_exactly():
@@ -50,8 +52,11 @@ def test_lambda_is_checkpointed_exactly():
     state = pickle.loads(pickle.dumps(objective.state_dict()))  # what torch.save does with it
     restored = MinimumDesiredRate(objective_cfg(), lambda_lr=0.037)
     restored.load_state_dict(state)
-    assert restored.lam == objective.lam and restored.lam > 0
-    assert set(state) == {"lam"}
+    assert restored.lam.item() == objective.lam.item() > 0  # bit for bit
+    assert set(state) == {"lam"} and state["lam"].device.type == "cpu"
+    old = MinimumDesiredRate(objective_cfg(), lambda_lr=0.037)
+    old.load_state_dict({"lam": objective.lam.item()})  # an older checkpoint's Python float
+    assert old.lam.dtype == torch.float64 and old.lam.item() == objective.lam.item()
 
 
 def test_primal_dual_descent_reaches_the_constrained_optimum():
@@ -69,7 +74,7 @@ def test_primal_dual_descent_reaches_the_constrained_optimum():
         opt.step()
         objective.after_step(result.stats)
     assert kl.item() == pytest.approx(rate, abs=1e-3)
-    assert objective.lam == pytest.approx(beta + (rate - 1), abs=1e-3)
+    assert objective.lam.item() == pytest.approx(beta + (rate - 1), abs=1e-3)
     # without the constraint (r = 0) the same descent goes to the ELBO's optimum, KL = 0
     free = MinimumDesiredRate(objective_cfg(), rate=0.0, lambda_lr=0.05)
     kl = torch.tensor([2.0], requires_grad=True)
@@ -80,7 +85,7 @@ def test_primal_dual_descent_reaches_the_constrained_optimum():
         result.loss.backward()
         opt.step()
         free.after_step(result.stats)
-    assert abs(kl.item()) < 1e-3 and free.lam == 0.0
+    assert abs(kl.item()) < 1e-3 and free.lam.item() == 0.0
 
 
 def test_two_processes_add_up_to_one_and_an_empty_share_adds_nothing():

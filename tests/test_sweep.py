@@ -2,8 +2,12 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
+
+import pytest
+import torch
 
 from conftest import ROOT, compose_cfg, tiny_overrides
 from vae_text.report import main as report
@@ -60,3 +64,26 @@ def test_kl_sweep_experiment_and_slurm_launcher_compose():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.timeout_min) == (1, 8, 240)
     assert compose_cfg(["+experiment=ptb_kl_sweep"]).model.latent_size == 32
+
+
+DEVICE = os.environ.get("VAE_TEXT_CUDA_TESTS_DEVICE", "cuda")  # tests/test_cuda.py's switch
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
+                    reason="CUDA is not available here (VAE_TEXT_CUDA_TESTS_DEVICE=cpu runs this on the CPU)")
+def test_joblib_runs_seeds_side_by_side_on_one_device(corpus_dir, tmp_path):
+    sweep = tmp_path / "seeds"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vae_text.train", "-m", *tiny_overrides(corpus_dir, "train.max_steps=6",
+                                                                       "eval.iw_samples=3"),
+         "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "seed=1,2,3", f"device={DEVICE}",
+         f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "config.yaml").is_file())
+    assert [j.name.endswith(f"+seed-{i}+train.batch_size-7+train.log_every-5+train.max_steps-6")
+            for i, j in enumerate(jobs, 1)] == [True] * 3
+    for job in jobs:  # each trained and tested on the one device
+        assert f"| device {DEVICE}" in (job / "train.log").read_text()
+    nll = {json.loads((job / "eval_test.json").read_text())["nll_iw"] for job in jobs}
+    assert len(nll) == 3  # three seeds: three models

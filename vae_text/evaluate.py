@@ -28,6 +28,7 @@ from vae_text.data.corpus import encode_split
 from vae_text.data.locate import resolve_data
 from vae_text.data.text import read_split
 from vae_text.metrics import METRICS, Row, evaluate
+from vae_text.metrics.iw import readout_line
 from vae_text.metrics.progress import progress_file
 from vae_text.pipeline import load_any
 from vae_text.run.command import hydra_entry
@@ -82,6 +83,8 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
     write_json(out, metrics)
     progress.unlink(missing_ok=True)
     print(format_table(metrics, f"{path} · {cfg.split}"))
+    if "readout_gflops" in metrics:  # how well the IW pass filled the device
+        print(readout_line(metrics))
     print(f"wrote {out}")
     return metrics
 

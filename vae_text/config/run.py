@@ -50,9 +50,7 @@ class OptimConfig:
             raise ConfigError(f"optim.betas={list(self.betas)!r} is invalid: two numbers in [0, 1)")
         _positive_or_null("optim.clip_norm", self.clip_norm)
         if self.plateau_factor is not None and not 0 < self.plateau_factor < 1:
-            raise ConfigError(
-                f"optim.plateau_factor={self.plateau_factor!r} is invalid: in (0, 1), or null"
-            )
+            raise ConfigError(f"optim.plateau_factor={self.plateau_factor!r} is invalid: in (0, 1), or null")
         for key in ("plateau_patience", "plateau_start_epoch"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
                 raise ConfigError(f"optim.{key}={getattr(self, key)!r} is invalid: an integer >= 0")
@@ -73,12 +71,14 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads; null: the physical cores available to the process
     precision: str = "fp32"  # "bf16": the training forward pass under bfloat16 autocast (GPUs)
     max_lr_decays: int | None = None  # stop once the plateau rule has decayed the lr this often
+    compile: str = "none"  # the step's forward: none (eager) | compile (torch.compile) | cudagraphs (CUDA)
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "log_every"):
             _positive_int(f"train.{key}", getattr(self, key))
         _choice("train.monitor", self.monitor, ("neg_elbo", "rec"))
         _choice("train.precision", self.precision, ("fp32", "bf16"))
+        _choice("train.compile", self.compile, ("none", "compile", "cudagraphs"))  # vae_text.run.compiled
         for key in ("max_steps", "early_stopping", "checkpoint_every", "num_threads", "max_lr_decays"):
             if getattr(self, key) is not None:
                 _positive_int(f"train.{key}", getattr(self, key))
@@ -109,7 +109,7 @@ class EvalConfig:
     iw_samples: int = 500  # K of the importance-weighted NLL (the field's K; 0: skip it)
     val_iw_samples: int = 0  # training: K of an IW-NLL on valid every epoch (0: skip; MI, AU always run)
     batch_size: int = 64  # sentences per encoder pass
-    memory_mb: int = 64  # working memory of one IW decoder chunk: small chunks stay in cache (faster)
+    memory_mb: int | None = None  # one IW decoder chunk's memory (null: from the device, metrics.iw)
     au_threshold: float = 0.01  # a unit is active if Var_x E_q[z_u] >= this
     # MI over a seeded subset of at most this many sentences (null: the whole set, the field's
     # estimator; a capped MI is at most log of this and not comparable). Its cost grows as N^2
@@ -132,8 +132,9 @@ class EvalConfig:
                 raise ConfigError(f"{self.where}{key}={value!r} is invalid: an integer >= 0 (0 skips it)")
         for key in ("batch_size", "memory_mb"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{self.where}{key}={value!r} is invalid: a positive integer")
+            if not (isinstance(value, int) and value > 0 or value is None and key == "memory_mb"):
+                raise ConfigError(f"{self.where}{key}={value!r} is invalid: a positive integer"
+                                  + (" (or null: from the device)" if key == "memory_mb" else ""))
         if not self.au_threshold > 0:
             raise ConfigError(f"{self.where}au_threshold={self.au_threshold!r} is invalid: it must be > 0")
         names = self.metrics

@@ -53,6 +53,15 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
+    def sum_on_device(self, t: Tensor) -> Tensor:
+        """`t` summed over ranks, element-wise, as a float64 copy on its own device with no
+        gradient: the values in one process, an all_reduce on the device in several (gloo on CPU
+        tensors, NCCL on CUDA ones). Nothing is read back to the host."""
+        total = t.detach().to(torch.float64, copy=True)
+        if self.active:
+            dist.all_reduce(total)
+        return total
+
     def gather(self, obj) -> list:
         """Every rank's `obj` (picklable), in rank order, on every rank."""
         if not self.active:

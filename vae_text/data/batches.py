@@ -84,17 +84,37 @@ class Batch:
     tokens: Tensor  # (B, T) words + <eos>, right-padded with <pad>
     lengths: Tensor  # (B,) tokens per sentence, <eos> included
     index: Tensor  # (B,) position of each sentence in its split
+    # the lengths as Python ints, taken while the batch is still on the host: the step's shapes
+    # and token counts come from here, so that it never reads a device tensor back for them
+    host_lengths: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.host_lengths:
+            self.host_lengths = tuple(self.lengths.tolist())
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.tokens.to(device, non_blocking=True),
-                     self.lengths.to(device, non_blocking=True), self.index)
+        return Batch(to_device(self.tokens, device), to_device(self.lengths, device), self.index,
+                     self.host_lengths)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     @property
     def num_tokens(self) -> int:
-        return int(self.lengths.sum())
+        return sum(self.host_lengths)
+
+    def max_len(self, rows: slice = slice(None)) -> int:
+        """The longest sentence among `rows`: the padded width of their share."""
+        return max(self.host_lengths[rows])
+
+
+def to_device(t: Tensor, device: torch.device | str) -> Tensor:
+    """`t` on `device`; from the host to CUDA through pinned memory, so the copy is asynchronous
+    (from pageable memory it would make the host wait for it)."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def batch_plan(split: Split, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0,
@@ -122,14 +142,28 @@ def batch_plan(split: Split, batch_size: int, shuffle: bool, seed: int = 0, epoc
 def collate(split: Split, index: Tensor, pad_id: int = 0) -> Batch:
     lengths = split.lengths[index]
     starts = split.offsets[index]
-    steps = torch.arange(int(lengths.max()))
+    host_lengths = tuple(lengths.tolist())  # (B,) on the host: the split lives there
+    steps = torch.arange(max(host_lengths))
     mask = steps < lengths[:, None]
     positions = torch.where(mask, starts[:, None] + steps, 0)
     tokens = torch.where(mask, split.ids[positions].long(), pad_id)
-    return Batch(tokens, lengths, index)
+    return Batch(tokens, lengths, index, host_lengths)
 
 
-def iterate(split: Split, plan: Sequence[Tensor], start: int = 0) -> Iterator[Batch]:
-    for index in plan[start:]:
-        yield collate(split, index)
+def iterate(split: Split, plan: Sequence[Tensor], start: int = 0,
+            device: torch.device | str = "cpu") -> Iterator[Batch]:
+    """The batches of `plan` from its `start`-th; on CUDA each is made and its copy queued (pinned,
+    asynchronous) while the step before it runs, so the step never waits for its data."""
+    batches = (collate(split, index) for index in plan[start:])
+    if torch.device(device).type != "cuda":
+        yield from batches
+        return
+    ahead = None
+    for batch in batches:
+        batch = batch.to(device)
+        if ahead is not None:
+            yield ahead
+        ahead = batch
+    if ahead is not None:
+        yield ahead
 

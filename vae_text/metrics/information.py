@@ -29,6 +29,15 @@ from vae_text.model.latent import Posterior
 MI_ESTIMATOR = "aggregate posterior over the whole evaluation set (Li et al. 2019 / Optimus)"
 
 
+def mi_chunk(n: int, latent: int, device: torch.device) -> int:
+    """Rows of `mutual_information`'s pairs at a time: 512 on a CPU; on CUDA as many as a quarter
+    of the free memory holds, each row's (N, Z) float64 log-density work taken 4 times."""
+    if device.type != "cuda":
+        return 512
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(n, int(free / 4 / (4 * n * latent * 8))))
+
+
 def mutual_information(q: Posterior, z: Tensor, chunk: int = 512) -> float:
     """I(x; z) = mean_i [log q(z_i|x_i) - log (1/N) sum_j q(z_i|x_j)], in float64.
 
@@ -53,6 +62,13 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> tuple[int, list[float]]
     return int((variances >= threshold).sum()), variances.tolist()
 
 
+def kept_on(ctx) -> torch.device:
+    """Where a metric keeps its per-sentence tensors: on the GPU of a one-process evaluation (no
+    copy per batch, the N x N pairs there); on the CPU otherwise, as the states of several
+    processes are gathered as Python objects."""
+    return ctx.device if ctx.device.type == "cuda" and ctx.dist.world == 1 else torch.device("cpu")
+
+
 @register
 class MutualInformation(Metric):
     """mi over the whole split (or a seeded subset of `eval.mi_max_sentences`, said by
@@ -68,12 +84,13 @@ class MutualInformation(Metric):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.posteriors, self.z, self.order = [], [], []  # order: each sentence's place in the split
+        self.keep = kept_on(ctx)
 
     def update(self, result: BatchResult) -> None:
         batch, q = result.batch, result.q
         eps = sentence_noise(batch.tokens, batch.lengths, 1, q.noise_size, self.ctx.cfg.seed, "mi")[:, 0]
-        self.posteriors.append(q.to("cpu"))
-        self.z.append(q.rsample(eps=eps).cpu())
+        self.posteriors.append(q.to(self.keep))
+        self.z.append(q.rsample(eps=eps).to(self.keep))
         self.order.append(batch.index.cpu())
 
     def state(self) -> dict[str, Any]:
@@ -81,15 +98,18 @@ class MutualInformation(Metric):
 
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:
         cap = self.ctx.cfg.mi_max_sentences
-        q, z = type(state["posteriors"][0]).cat(state["posteriors"]), torch.cat(state["z"])
+        device = self.ctx.device if self.ctx.device.type == "cuda" else torch.device("cpu")
+        q = type(state["posteriors"][0]).cat([p.to(device) for p in state["posteriors"]])
+        z = torch.cat(state["z"]).to(device)
         n = len(z)
         if cap is not None and n > cap:  # a seeded subset of the split's sentences, whatever the batches and ranks
             chosen = torch.randperm(n, generator=torch.Generator().manual_seed(self.ctx.cfg.seed))[:cap]
             row_of = torch.empty(n, dtype=torch.long)
             row_of[torch.cat(state["order"])] = torch.arange(n)  # split position -> row of q
-            rows = row_of[chosen.sort().values]
+            rows = row_of[chosen.sort().values].to(device)
             q, z = q.index(rows), z[rows]
-        return {"mi": mutual_information(q, z), "mi_sentences": len(z), "mi_estimator": MI_ESTIMATOR}
+        mi = mutual_information(q, z, mi_chunk(len(z), z.shape[1], device))
+        return {"mi": mi, "mi_sentences": len(z), "mi_estimator": MI_ESTIMATOR}
 
     @classmethod
     def table(cls, out: dict[str, Any]) -> list[tuple[str, str]]:
@@ -112,9 +132,10 @@ class ActiveUnits(Metric):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.means = []
+        self.keep = kept_on(ctx)
 
     def update(self, result: BatchResult) -> None:
-        self.means.append(result.mean.cpu())
+        self.means.append(result.mean.to(self.keep))
 
     def state(self) -> dict[str, Any]:
         return {"means": self.means}

@@ -17,6 +17,7 @@ from vae_text.data.batches import Split, batch_plan, iterate
 from vae_text.data.tokenizer import Tokenizer
 from vae_text.metrics.base import BatchResult, EvalContext, reduce_states, select
 from vae_text.metrics.elbo import batch_elbo
+from vae_text.metrics.iw import IWNLL
 from vae_text.metrics.progress import progress_file
 from vae_text.model.textvae import TextVAE
 
@@ -66,6 +67,9 @@ def evaluate(model: TextVAE, split: Split, tokenizer: Tokenizer | None = None,
         out.update(metric.finish(reduce_states([s[metric.name] for s in states])))
     out.update(sentences=len(split), tokens=split.num_words, model_tokens=split.num_tokens,
                seconds=time.perf_counter() - started)
+    for metric in metrics:
+        if isinstance(metric, IWNLL):  # how well its decoder pass filled the device
+            out.update(metric.readout_figures())
     return out
 
 

@@ -45,8 +45,9 @@ class StepInput:
     share: float  # 1.0; 0.0 for a process that got no sentence (it takes part with a zero loss)
     step: int  # optimizer steps since the current phase began (schedules count from it)
     beta: float  # the KL weight of this step: `Objective.beta(step)` after the remedies' hooks
-    # sum over processes, element-wise, as float64 on the CPU (in one process: the values as they
-    # are); no gradient, and one device sync: reduce what you need in one call
+    # sum over processes, element-wise: a float64 copy on the input's device, no gradient (in one
+    # process the values as they are); never read back to the host, and one collective a call in a
+    # distributed run: reduce what you need in one call
     reduce: Callable[[Tensor], Tensor]
     first: int = 0  # the whole batch's index of this share's first sentence (its rows follow)
 
@@ -54,7 +55,9 @@ class StepInput:
 @dataclass
 class StepOutput:
     loss: Tensor  # this share's loss: the shares' sum over processes is the whole batch's loss
-    stats: dict[str, Tensor]  # 0-dim tensors, whole-batch values: "loss", "rec", "kl" and its own
+    # 0-dim float64 tensors, whole-batch values ("loss", "rec", "kl" and its own), on the device:
+    # the loop reads them once per log line, so an objective must not read them back either
+    stats: dict[str, Tensor]
 
 
 class Objective:
@@ -78,7 +81,8 @@ class Objective:
 
     def after_step(self, stats: dict[str, Tensor]) -> None:
         """After each optimizer step of the model (not a remedy's inner steps), with that step's
-        statistics: where a multiplier or running estimate is updated."""
+        statistics: where a multiplier or running estimate is updated, as a device tensor (reading
+        a statistic back to the host here would make every step wait for the device)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.state_keys}

@@ -50,9 +50,9 @@ class Elbo(Objective):
         # computed once: the differentiated loss and the logged one use the same KL term; a share
         # with no sentence keeps a zero term ("dim" adds its threshold for every row it was given)
         kl_term = free_bits_kl(kl, o.free_bits, o.free_bits_mode, dim_mean) * inp.share
-        kl_total = float(inp.reduce(kl_term.detach()[None])[0]) if o.free_bits > 0 else float(kl_dims.sum())
-        rec_total = float(sums[0])
-        stats = {"loss": (rec_total + inp.beta * kl_total) / B, "rec": rec_total / B,
-                 "kl": float(kl_dims.sum()) / B}
+        kl_sum = kl_dims.sum().double()  # summed in float32 as the loss's KL, then float64
+        kl_total = inp.reduce(kl_term.detach()[None])[0] if o.free_bits > 0 else kl_sum
+        rec_total = sums[0]
+        stats = {"loss": (rec_total + inp.beta * kl_total) / B, "rec": rec_total / B, "kl": kl_sum / B}
         loss = (rec.sum() + inp.beta * kl_term) / B
-        return StepOutput(loss, {k: torch.tensor(v, dtype=torch.float64) for k, v in stats.items()})
+        return StepOutput(loss, stats)  # float64 0-dim tensors on the device: nothing read back

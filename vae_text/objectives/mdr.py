@@ -36,9 +36,10 @@ def lagrangian(rec: Tensor, kl: Tensor, beta: float, lam: float, rate: float) ->
     return rec + beta * kl + lam * (rate - kl)
 
 
-def dual_step(lam: float, rate: float, kl: float, lr: float) -> float:
-    """Projected gradient ascent on lambda: d loss / d lambda = r - KL, then back onto lambda >= 0."""
-    return max(0.0, lam + lr * (rate - kl))
+def dual_step(lam: Tensor, rate: float, kl: Tensor, lr: float) -> Tensor:
+    """Projected gradient ascent on lambda: d loss / d lambda = r - KL, then back onto lambda >= 0.
+    Tensors (float64), so that lambda stays on the device the KL is on."""
+    return (lam + lr * (rate - kl)).clamp(min=0.0)
 
 
 def _number(key: str, value, low: float) -> float:
@@ -59,7 +60,9 @@ class MinimumDesiredRate(Objective):
         super().__init__(cfg)
         self.rate = _number("rate", rate, 0.0)
         self.lr = _number("lambda_lr", lambda_lr, 0.0)
-        self.lam = _number("lambda_init", lambda_init, 0.0)  # a Python float: saved exactly
+        # a float64 0-dim tensor, moved to the statistics' device by the first step (and never
+        # read back there): state_dict saves a CPU copy, exactly
+        self.lam = torch.tensor(_number("lambda_init", lambda_init, 0.0), dtype=torch.float64)
         refuse_free_bits(cfg, self.name)
 
     def beta(self, step: int) -> float:
@@ -69,12 +72,21 @@ class MinimumDesiredRate(Objective):
         rec = inp.out.rec.float() * inp.share  # (N,)
         kl = inp.out.kl.float().sum(-1) * inp.share  # (N,)
         # lambda * r counted once per sentence: the shares' losses add up to the batch's
-        loss = (lagrangian(rec, kl, inp.beta, self.lam, 0.0).sum()
-                + self.lam * self.rate * share_sentences(inp)) / inp.batch_size
+        # (lambda r counted in float64, then added in the loss's dtype, as a Python float would be)
+        constant = (self.lam * self.rate * share_sentences(inp)).to(rec.dtype)
+        loss = (lagrangian(rec, kl, inp.beta, self.lam, 0.0).sum() + constant) / inp.batch_size
         stats = batch_means(inp, {"rec": rec.sum(), "kl": kl.sum()})
         stats["loss"] = lagrangian(stats["rec"], stats["kl"], inp.beta, self.lam, self.rate)
-        stats["lambda"] = torch.tensor(self.lam, dtype=torch.float64)
+        stats["lambda"] = self.lam.clone()  # the lambda this step's loss used
         return StepOutput(loss, stats)
 
     def after_step(self, stats: dict[str, Tensor]) -> None:
-        self.lam = dual_step(self.lam, self.rate, float(stats["kl"]), self.lr)
+        kl = stats["kl"].to(torch.float64)
+        self.lam = dual_step(self.lam.to(kl.device), self.rate, kl, self.lr)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"lam": self.lam.detach().cpu()}  # the one read of lambda: when a checkpoint is saved
+
+    def load_state_dict(self, state: dict) -> None:
+        # a checkpoint of an older vae_text holds a Python float: the same float64 value
+        self.lam = torch.as_tensor(state["lam"], dtype=torch.float64).clone()

@@ -30,9 +30,10 @@ def share_sentences(inp: StepInput) -> float:
 
 def batch_means(inp: StepInput, sums: dict[str, Tensor]) -> dict[str, Tensor]:
     """The whole batch's per-sentence mean of each of this share's 0-dim `sums`: summed over
-    processes in one `reduce` and divided by B; float64 0-dim tensors on the CPU, no gradient."""
+    processes in one `reduce` and divided by B; float64 0-dim tensors on the sums' device, no
+    gradient (nothing is read back to the host)."""
     stacked = torch.stack([s.detach().reshape(()).to(torch.float64) for s in sums.values()])
-    totals = inp.reduce(stacked).to("cpu", torch.float64)
+    totals = inp.reduce(stacked)
     return {name: totals[i] / inp.batch_size for i, name in enumerate(sums)}
 
 

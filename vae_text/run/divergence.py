@@ -1,6 +1,7 @@
 """A diverging run stops: a NaN or infinite loss or gradient norm ends training with one line
-naming the step, before the optimizer applies it, and a checkpoint is never written with NaN or
-infinite weights, so the last good one stays as it was."""
+naming the first such step, at the next log step or checkpoint (the step itself reads nothing back
+from the device), and a checkpoint is never written after it or with NaN or infinite weights, so
+the last good one stays as it was."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from vae_text.core.errors import VaeTextError
 
@@ -17,10 +18,40 @@ class TrainingDiverged(VaeTextError):
     """Training produced NaN or infinity; the run stops (exit status 2), keeping its last good checkpoint."""
 
 
-def clip_gradients(model: nn.Module, clip_norm: float | None) -> float:
-    """Clip the gradients' global norm to `clip_norm` (None: no clipping); their norm before it."""
-    return float(torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                math.inf if clip_norm is None else clip_norm))
+def clip_gradients(model: nn.Module, clip_norm: float | None) -> Tensor:
+    """Clip the gradients' global norm to `clip_norm` (None: no clipping); their norm before it,
+    a 0-dim tensor on the gradients' device (not read: see DivergenceWatch)."""
+    return torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                          math.inf if clip_norm is None else clip_norm)
+
+
+class DivergenceWatch:
+    """The first step whose loss or gradient norm was NaN or infinite, kept on the device.
+
+    `update` runs every step and reads nothing; `check` reads three numbers (the step, its loss
+    and its gradient norm) and raises if there was one. The loop checks at its log steps and
+    before every checkpoint, so the error names the first bad step and no checkpoint is written
+    from weights that a bad step has touched.
+    """
+
+    def __init__(self):
+        self.first: Tensor | None = None  # (3,) float64: step, loss, gradient norm; step 0: none yet
+
+    def update(self, loss: Tensor, grad_norm: Tensor, step: int) -> None:
+        now = torch.stack([loss.detach().to(grad_norm.device, torch.float64),
+                           grad_norm.detach().to(torch.float64)])  # (2,)
+        if self.first is None:
+            self.first = torch.zeros(3, dtype=torch.float64, device=grad_norm.device)
+        record = torch.cat([torch.full((1,), step, dtype=torch.float64, device=now.device), now])
+        new = ~torch.isfinite(now).all() & (self.first[0] == 0)  # the first bad step only
+        self.first = torch.where(new, record, self.first)
+
+    def check(self, run_dir: Path) -> None:
+        if self.first is None:
+            return
+        step, loss, grad_norm = self.first.tolist()
+        if step:
+            stop_if_diverged(loss, grad_norm, run_dir, int(step))
 
 
 def stop_if_diverged(loss: float, grad_norm: float, run_dir: Path, step: int) -> None:

@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from vae_text.config import LoggerConfig
 from vae_text.core.utils import _finite, atomic_write
 
@@ -147,7 +150,12 @@ class SilentLogger:
 
 
 class TrainWindow:
-    """Running means of the train metrics between two log lines."""
+    """Running means of the train metrics between two log lines.
+
+    The step's statistics arrive as 0-dim device tensors and are summed there; `flush` reads them
+    back to the host in one copy, once per log line, so the steps in between never wait for the
+    device. (Remedies' counts and beta are Python numbers and stay so.)
+    """
 
     def __init__(self):
         self.sums, self.steps, self.tokens, self.rec_nats = {}, 0, 0, 0.0
@@ -155,19 +163,32 @@ class TrainWindow:
     def add(self, stats: dict) -> None:
         self.steps += 1
         self.tokens += stats["tokens"]
-        self.rec_nats += stats["rec"] * stats["sentences"]  # rec is a mean over the batch's sentences
+        self.rec_nats = self.rec_nats + stats["rec"] * stats["sentences"]  # rec: a mean over sentences
         for k, v in stats.items():  # the objective's statistics and the remedies' counts
             if k not in ("beta", "tokens", "sentences"):
                 self.sums[k] = self.sums.get(k, 0.0) + v
         self.beta = stats["beta"]
 
     def flush(self, seconds: float) -> dict:
-        out = {k: v / self.steps for k, v in self.sums.items()}
+        sums = read({**self.sums, "rec_nats": self.rec_nats})
+        rec_nats = sums.pop("rec_nats")
+        out = {k: v / self.steps for k, v in sums.items()}
         # per token: bucketed batches of long (or short) sentences make per-sentence rec jump
         out.update(beta=self.beta, tokens_per_s=self.tokens / max(seconds, 1e-9),
-                   rec_per_token=self.rec_nats / max(self.tokens, 1))
+                   rec_per_token=rec_nats / max(self.tokens, 1))
         self.sums, self.steps, self.tokens, self.rec_nats = {}, 0, 0, 0.0
         return out
+
+
+def read(values: dict[str, Any]) -> dict[str, float]:
+    """`values` as Python numbers, its tensors (0-dim) read back in one float64 copy."""
+    tensors = {k: v for k, v in values.items() if isinstance(v, Tensor)}
+    if tensors:
+        device = next(iter(tensors.values())).device
+        numbers = torch.stack([t.detach().to(device, torch.float64).reshape(())
+                               for t in tensors.values()]).tolist()
+        values = {**values, **dict(zip(tensors, numbers, strict=True))}
+    return values
 
 
 def closing_summary(results: dict, run_dir: Path, monitor: str) -> str:

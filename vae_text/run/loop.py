@@ -12,11 +12,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import torch
 from tqdm import tqdm
 
 from vae_text.core.errors import CheckpointError
 from vae_text.data.batches import batch_plan, iterate
 from vae_text.metrics import evaluate
+from vae_text.remedies import update_only
 from vae_text.run.logger import MetricsLogger, TrainWindow
 from vae_text.run.optim import build_optimizer, set_lr
 
@@ -51,11 +53,11 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
                    leave=False)
         t.window = window = t.window if t.state.batch_in_epoch else TrainWindow()  # resumed
         started = time.perf_counter()
-        for batch in iterate(split, plan, start=t.state.batch_in_epoch):
+        for batch in iterate(split, plan, start=t.state.batch_in_epoch, device=t.device):
             window.add(t.train_step(batch))
             bar.update(1)
             if t.state.step % cfg.log_every == 0:
-                stats = window.flush(time.perf_counter() - started)
+                stats = read_window(t, window, time.perf_counter() - started)
                 started = time.perf_counter()
                 bar.set_postfix(loss=f"{stats['loss']:.2f}", rec=f"{stats['rec']:.2f}",
                                 kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}",
@@ -71,6 +73,7 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
                 done, t.stopped = True, "max_minutes"
                 break
         bar.close()
+        t.check_finite()  # a diverged model is neither validated nor saved
         epoch_end = t.state.batch_in_epoch == len(plan)
         if epoch_end:
             t.state.epoch += 1
@@ -83,6 +86,13 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
         for remedy in t.remedies:
             remedy.end_epoch(t.view)
         t.save("last.pt")
+
+
+def read_window(t: Trainer, window: TrainWindow, seconds: float) -> dict:
+    """A log step's reads from the device, the only ones between checkpoints: whether a step since
+    the last one diverged (TrainingDiverged, naming it), then the window's train/ means."""
+    t.check_finite()
+    return window.flush(seconds)
 
 
 def already_stopped(t: Trainer) -> str | None:
@@ -197,7 +207,16 @@ class RemedyView:
         return self._t.inner_batch(i)
 
     def optimize(self, loss: Tensor, part: str | None = None) -> None:
-        self._t.optimize(loss, part)
+        """An optimizer step on `loss` for a remedy's inner loop; with `part` that part alone
+        (the other's gradients dropped, so its weights and Adam moments stay as they are)."""
+        t = self._t
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if part is not None:
+            update_only(t.model, part)
+        if t.s.optim.clip_norm is not None:  # the norm of the part's gradients (None skipped)
+            torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.s.optim.clip_norm)
+        t.optimizer.step()
 
     def save(self, name: str) -> None:
         self._t.save(name)

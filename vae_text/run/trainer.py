@@ -21,12 +21,12 @@ from torch import Tensor
 
 from vae_text.core.distributed import Dist
 from vae_text.core.errors import CheckpointError
-from vae_text.data.batches import Batch, collate
+from vae_text.data.batches import Batch, collate, to_device
 from vae_text.data.corpus import Corpus, load_corpus
 from vae_text.metrics import evaluate_to
 from vae_text.model.textvae import build_model, word_dropout_rate
 from vae_text.objectives import OBJECTIVES, StepInput, StepOutput
-from vae_text.remedies import Phase, build_remedies, update_only
+from vae_text.remedies import Phase, build_remedies
 from vae_text.run import loop
 from vae_text.run.checkpoint import (
     CHECKPOINT_DIR,
@@ -36,7 +36,8 @@ from vae_text.run.checkpoint import (
     save_checkpoint,
     training_blob,
 )
-from vae_text.run.divergence import clip_gradients, stop_if_diverged
+from vae_text.run.compiled import step_forward
+from vae_text.run.divergence import DivergenceWatch, clip_gradients
 from vae_text.run.logger import MetricsLogger
 from vae_text.run.optim import build_optimizer, plateau_rule
 
@@ -85,6 +86,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), settings.optim)
         self.plateau = plateau_rule(settings.optim)
         self.state = TrainState()
+        self.divergence = DivergenceWatch()
         if resume is not None:
             restore(self, resume)
             log.info("resumed from %s at step %d (epoch %d)", settings.train.resume,
@@ -99,6 +101,8 @@ class Trainer:
 
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.forward = step_forward(self.net, settings.train.compile, self.device,
+                                    self.model.pad_id, self.corpus["train"].lengths)
         self.plan: list = []
         self.stopped = "epochs"
 
@@ -126,6 +130,7 @@ class Trainer:
         return self.seconds_before + time.perf_counter() - self.started
 
     def save(self, name: str) -> None:
+        self.check_finite()  # weights a NaN step has touched are never written
         self.state.seconds = self.elapsed()
         if self.dist.main:
             save_checkpoint(self.run_dir / CHECKPOINT_DIR / name,
@@ -162,18 +167,16 @@ class Trainer:
         rows, share = d.rows(B), 1.0
         if rows.start == rows.stop:  # fewer sentences than ranks: take part with a zero loss
             rows, share = slice(0, 1), 0.0
-        T, draws = int(batch.lengths[rows].max()), slice(rows.start * K, rows.stop * K)
+        T, draws = batch.max_len(rows), slice(rows.start * K, rows.stop * K)  # known on the host
         tokens, lengths = batch.tokens[rows, :T], batch.lengths[rows]
         if K > 1:  # (R K, T): row r * K + k is the k-th draw of sentence r
             tokens, lengths = tokens.repeat_interleave(K, 0), lengths.repeat_interleave(K, 0)
-        to = lambda t: None if t is None else t.to(self.device, non_blocking=True)  # noqa: E731
+        to = lambda t: None if t is None else to_device(t, self.device)  # noqa: E731
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.s.train.precision == "bf16"):
-            out = self.net(to(tokens), to(lengths), eps=None if eps is None else to(eps[draws]),
-                           word_noise=None if word_noise is None else to(word_noise[draws, :T]))
-        reduce = lambda t: torch.tensor(  # noqa: E731  (float64 on the CPU, one sync)
-            d.all_sum(t.detach().reshape(-1).tolist()), dtype=torch.float64).reshape(t.shape)
+            out = self.forward(to(tokens), to(lengths), eps=None if eps is None else to(eps[draws]),
+                               word_noise=None if word_noise is None else to(word_noise[draws, :T]))
         inp = StepInput(out, getattr(self.model, "prior", None), K, B, share,
-                        self.state.step - self.state.phase_start, beta, reduce, rows.start)
+                        self.state.step - self.state.phase_start, beta, self.dist.sum_on_device, rows.start)
         return self.objective(inp)
 
     def loss(self, batch: Batch, beta: float, noise_seed: int) -> tuple[Tensor, dict]:
@@ -181,17 +184,6 @@ class Trainer:
         whole batch's statistics as numbers."""
         result = self.run_objective(batch, beta, noise_seed)
         return result.loss * self.dist.world, {k: float(v) for k, v in result.stats.items()}
-
-    def optimize(self, loss: Tensor, part: str | None = None) -> None:
-        """An optimizer step on `loss` for a remedy's inner loop; with `part` that part alone
-        (the other's gradients dropped, so its weights and Adam moments stay as they are)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if part is not None:
-            update_only(self.model, part)
-        if self.s.optim.clip_norm is not None:  # the norm of the part's gradients (None skipped)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.optim.clip_norm)
-        self.optimizer.step()
 
     def noise_seed(self, i: int) -> int:
         return (self.s.seed * 1_000_003 + self.state.step * 1_009 + i) * 2 + 1
@@ -212,18 +204,26 @@ class Trainer:
         for remedy in self.remedies:
             extra.update(remedy.before_step(self.view))
         result = self.run_objective(batch, beta, self.noise_seed(0))
-        stats = {k: float(v) for k, v in result.stats.items()}
         self.optimizer.zero_grad(set_to_none=True)
         (result.loss * self.dist.world).backward()  # DDP averages gradients over ranks: undo it
         for remedy in self.remedies:
             remedy.after_backward(self.view)
-        norm = clip_gradients(self.model, self.s.optim.clip_norm)  # before the step: NaN stops here
-        stop_if_diverged(stats["loss"], norm, self.run_dir, self.state.step + 1)
+        norm = clip_gradients(self.model, self.s.optim.clip_norm)
+        # kept on the device, read at the next log step or checkpoint (self.check_finite): reading
+        # it here would make the host wait for the GPU every step
+        self.divergence.update(result.stats["loss"], norm, self.state.step + 1)
         self.optimizer.step()
         self.objective.after_step(result.stats)
         self.state.step += 1
         self.state.batch_in_epoch += 1
-        return {**stats, **extra, "beta": beta, "tokens": batch.num_tokens, "sentences": len(batch)}
+        # the statistics stay 0-dim device tensors: TrainWindow reads them once per log line
+        return {**result.stats, **extra, "beta": beta, "tokens": batch.num_tokens,
+                "sentences": len(batch)}
+
+    def check_finite(self) -> None:
+        """Stop (TrainingDiverged, naming the first bad step) if a step since the last check had
+        a non-finite loss or gradient norm: one host read, at log steps and before checkpoints."""
+        self.divergence.check(self.run_dir)
 
     # --- the loop -------------------------------------------------------------------------------
 
