@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from vae_text.run.parts import register
@@ -14,6 +15,16 @@ from vae_text.run.parts import register
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 PTB_DIR = ROOT / "data" / "ptb"
+
+# The `cuda` tests run on CUDA when it is there and skip otherwise; VAE_TEXT_CUDA_TESTS_DEVICE=cpu
+# runs their bodies on the CPU (how they are checked on a machine without a GPU).
+CUDA_TESTS_DEVICE = os.environ.get("VAE_TEXT_CUDA_TESTS_DEVICE", "cuda")
+CUDA_MARKS = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(CUDA_TESTS_DEVICE == "cuda" and not torch.cuda.is_available(),
+                       reason="CUDA is not available here (VAE_TEXT_CUDA_TESTS_DEVICE=cpu runs "
+                              "these tests on the CPU)"),
+]
 
 register()  # the schemas and options conf/ is composed on (the entry points register them too)
 
@@ -68,7 +79,6 @@ def tiny_overrides(data_dir: Path, *extra: str) -> list[str]:
 
 def fit_tiny(model, batch, steps: int, kl_weight: float = 0.3, lr: float = 0.02):
     """A few full-batch Adam steps on rec + kl_weight * KL: a small model that uses its latent."""
-    import torch
 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):
@@ -103,7 +113,6 @@ def ptb_dir() -> Path:
 
 def pytest_configure(config):
     # Tests use tiny models: one thread is faster than two fighting over small matrices.
-    import torch
 
     torch.set_num_threads(1)
 

@@ -9,13 +9,12 @@ without a GPU. On the CPU, tests/test_device_mixing.py catches tensors made off 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg, tiny_overrides
+from conftest import CUDA_MARKS, compose_cfg, tiny_overrides
+from conftest import CUDA_TESTS_DEVICE as DEVICE
 from vae_text.config import STRATEGIES, ModelConfig
 from vae_text.core.errors import ConfigError
 from vae_text.model.decoders import DECODERS
@@ -24,13 +23,7 @@ from vae_text.model.latent import POSTERIORS, PRIORS
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.train import train
 
-DEVICE = os.environ.get("VAE_TEXT_CUDA_TESTS_DEVICE", "cuda")
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
-                       reason="CUDA is not available here (VAE_TEXT_CUDA_TESTS_DEVICE=cpu runs "
-                              "these tests on the CPU)"),
-]
+pytestmark = CUDA_MARKS
 STEPS = 4  # 40 sentences in batches of 7: the first epoch, cut short
 
 

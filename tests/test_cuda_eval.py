@@ -7,24 +7,18 @@ runs the same bodies on the CPU (tests/test_cuda.py's pattern)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from test_metrics import tiny_vae
 
+from conftest import CUDA_MARKS
+from conftest import CUDA_TESTS_DEVICE as DEVICE
 from vae_text.metrics import EvalConfig, evaluate
 from vae_text.metrics.base import EvalContext
 from vae_text.metrics.information import ActiveUnits, MutualInformation
 from vae_text.metrics.iw import chunk_budget_mb
 
-DEVICE = os.environ.get("VAE_TEXT_CUDA_TESTS_DEVICE", "cuda")
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
-                       reason="CUDA is not available here (VAE_TEXT_CUDA_TESTS_DEVICE=cpu runs "
-                              "these tests on the CPU)"),
-]
+pytestmark = CUDA_MARKS
 SENTENCES = [[("a", "b", "c")[(i * j) % 3] for j in range(1 + i % 9)] for i in range(53)]
 
 

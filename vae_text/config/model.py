@@ -10,6 +10,7 @@ from omegaconf import MISSING
 
 from vae_text.config.checks import _choice, _fraction, _positive_int, _positive_or_null
 from vae_text.core.errors import ConfigError
+from vae_text.core.registry import init_options
 
 # --- model and objective -----------------------------------------------------------------------
 
@@ -112,8 +113,7 @@ class ObjectiveConfig:
 
 def objective_options(cls: type) -> set[str]:
     """An objective's options: the keyword arguments of its `__init__` after `cfg`."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, cfg
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return set(init_options(cls, skip=2))  # self, cfg
 
 
 def schedule_defaults(fn) -> dict[str, Any]:

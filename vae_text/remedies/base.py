@@ -14,7 +14,6 @@ under the same names; `switch` names the key whose (truthy) value turns it on
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from torch import Tensor, nn
 
 from vae_text.core.errors import ConfigError
-from vae_text.core.registry import registrar
+from vae_text.core.registry import init_options, registrar
 
 if TYPE_CHECKING:  # annotations only
     from vae_text.data.batches import Batch
@@ -130,8 +129,7 @@ class Remedy:
 
 def options(cls: type) -> list[str]:
     """A remedy's options: the keyword arguments of its `__init__`."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # self
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return init_options(cls)
 
 
 def keys(cls: type[Remedy]) -> list[str]:

@@ -14,7 +14,6 @@ key of the entry's options, which are the keyword-only arguments of its `__init_
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from vae_text.config import register as register_schemas
 from vae_text.config.checks import _module_names
 from vae_text.core import plugins
 from vae_text.core.errors import ConfigError
+from vae_text.core.registry import init_options
 from vae_text.data.presets import RECIPES
 from vae_text.metrics import METRICS
 from vae_text.model.decoders import DECODERS
@@ -45,9 +45,8 @@ from vae_text.run.optim import OPTIMIZERS
 
 
 def keyword_only(cls: Any) -> set[str]:
-    """A registry entry's options: the keyword-only arguments of its __init__."""
-    return {p.name for p in inspect.signature(cls.__init__).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    """A model part's options: the keyword-only arguments of its __init__."""
+    return set(init_options(cls, keyword_only=True))
 
 
 def _has_latent(section_: Any) -> bool:
