@@ -45,14 +45,6 @@ class Dist:
         start = self.rank * n // self.world
         return slice(start, (self.rank + 1) * n // self.world)
 
-    def all_sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over ranks, in float64."""
-        if not self.active:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-        dist.all_reduce(t)
-        return t.tolist()
-
     def sum_on_device(self, t: Tensor) -> Tensor:
         """`t` summed over ranks, element-wise, as a float64 copy on its own device with no
         gradient: the values in one process, an all_reduce on the device in several (gloo on CPU
@@ -81,12 +73,6 @@ class Dist:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
-
-
-def _collective_device() -> torch.device:
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _slurm_env() -> dict[str, str]:
