@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from vae_text.config import ModelConfig, ObjectiveConfig
+from vae_text.config import ModelConfig, ObjectiveConfig, objective_options
+from vae_text.core.options import check_values
 from vae_text.data.corpus import Vocab
 from vae_text.model.textvae import Output, build_model
 from vae_text.objectives import StepInput
@@ -19,6 +20,13 @@ LENGTHS = [3, 8, 5, 1, 6]
 
 def objective_cfg(schedule: str = "constant", **kw) -> ObjectiveConfig:
     return ObjectiveConfig(schedule={"name": schedule}, **kw)
+
+
+def configured(cls: type, **args):
+    """An objective built as a config builds it: its options checked against their declarations
+    (as vae_text.run.parts checks `objective.args`), then the objective made."""
+    check_values(objective_options(cls), args, "objective.args")
+    return cls(objective_cfg(), **args)
 
 
 def tiny_model(seed: int = 0, **kw):

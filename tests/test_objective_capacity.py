@@ -3,7 +3,16 @@ gradient, and the capacity logged."""
 
 import pytest
 import torch
-from objective_inputs import batch, objective_cfg, rows, run, step_input, tiny_model, two_processes
+from objective_inputs import (
+    batch,
+    configured,
+    objective_cfg,
+    rows,
+    run,
+    step_input,
+    tiny_model,
+    two_processes,
+)
 
 from vae_text.core.errors import ConfigError
 from vae_text.model.textvae import Output
@@ -58,7 +67,7 @@ def test_options_are_checked_with_one_line_config_errors():
     assert OBJECTIVES["capacity"] is Capacity
     for bad in (dict(gamma=-1.0), dict(c_max=-2.0), dict(steps=0), dict(steps=2.5), dict(gamma="x")):
         with pytest.raises(ConfigError, match=r"objective\.args\.") as err:
-            Capacity(objective_cfg(), **bad)
+            configured(Capacity, **bad)
         assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"objective\.free_bits=.*objective=capacity"):
         Capacity(objective_cfg(free_bits=3.0))

@@ -5,7 +5,16 @@ import math
 
 import pytest
 import torch
-from objective_inputs import batch, objective_cfg, rows, run, step_input, tiny_model, two_processes
+from objective_inputs import (
+    batch,
+    configured,
+    objective_cfg,
+    rows,
+    run,
+    step_input,
+    tiny_model,
+    two_processes,
+)
 
 from vae_text.core.errors import ConfigError
 from vae_text.model.latent import DiagonalGaussian, StandardNormal
@@ -128,7 +137,7 @@ def test_options_are_checked_with_one_line_config_errors():
     for bad in (dict(alpha=1.5), dict(alpha=0.0, lambda_=0.5), dict(kernel="laplace"),
                 dict(scale=0.0), dict(lambda_="big")):
         with pytest.raises(ConfigError, match=r"objective\.args\.") as err:
-            InfoVae(objective_cfg(), **bad)
+            configured(InfoVae, **bad)
         assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"objective\.free_bits=.*objective=infovae"):
         InfoVae(objective_cfg(free_bits=1.0))

@@ -5,7 +5,16 @@ import math
 
 import pytest
 import torch
-from objective_inputs import batch, objective_cfg, rows, run, step_input, tiny_model, two_processes
+from objective_inputs import (
+    batch,
+    configured,
+    objective_cfg,
+    rows,
+    run,
+    step_input,
+    tiny_model,
+    two_processes,
+)
 
 from vae_text.core.errors import ConfigError
 from vae_text.model.latent import LOG_2PI
@@ -176,7 +185,7 @@ def test_options_and_refusals_are_one_line_config_errors():
     assert OBJECTIVES["iwae"] is Iwae
     for bad in (dict(samples=0), dict(samples=2.5), dict(samples=True), dict(dreg="yes")):
         with pytest.raises(ConfigError, match=r"objective\.args\.") as err:
-            Iwae(objective_cfg(), **bad)
+            configured(Iwae, **bad)
         assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"objective\.free_bits=4.0 .*objective=iwae"):
         Iwae(objective_cfg(free_bits=4.0))

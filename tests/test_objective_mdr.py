@@ -5,7 +5,16 @@ import pickle
 
 import pytest
 import torch
-from objective_inputs import batch, objective_cfg, rows, run, step_input, tiny_model, two_processes
+from objective_inputs import (
+    batch,
+    configured,
+    objective_cfg,
+    rows,
+    run,
+    step_input,
+    tiny_model,
+    two_processes,
+)
 
 from vae_text.core.errors import ConfigError
 from vae_text.model.textvae import Output
@@ -107,7 +116,7 @@ def test_options_are_checked_with_one_line_config_errors():
     assert OBJECTIVES["mdr"] is MinimumDesiredRate
     for bad in (dict(rate=-1.0), dict(lambda_lr=-0.1), dict(lambda_init=-2.0), dict(rate="8")):
         with pytest.raises(ConfigError, match=r"objective\.args\.") as err:
-            MinimumDesiredRate(objective_cfg(), **bad)
+            configured(MinimumDesiredRate, **bad)
         assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"objective\.free_bits=.*objective=mdr"):
         MinimumDesiredRate(objective_cfg(free_bits=2.0))

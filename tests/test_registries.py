@@ -254,7 +254,7 @@ def test_remedy_keys_are_checked_against_every_remedy_even_while_it_is_off():
     with pytest.raises(ConfigError) as err:
         check_remedies(RemedyConfig(agressive=True))  # misspelt: no remedy reads it
     assert str(err.value).startswith("remedy.agressive is not an option of any remedy: they take [")
-    with pytest.raises(ConfigError, match=r"^remedy.aggressive_max_inner=0 is invalid: a positive integer$"):
+    with pytest.raises(ConfigError, match=r"^remedy.aggressive_max_inner=0 is invalid: an integer >= 1$"):
         check_remedies(RemedyConfig(aggressive_max_inner=0))  # checked although aggressive is off
     with pytest.raises(ConfigError, match=r"^remedy.pretrain_epochs=-1 is invalid: an integer >= 0$"):
         check_remedies(RemedyConfig(pretrain_epochs=-1))

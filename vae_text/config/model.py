@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 from vae_text.config.checks import _choice, _fraction, _positive_int, _positive_or_null
 from vae_text.core.errors import ConfigError
-from vae_text.core.registry import init_options
+from vae_text.core.options import Option, declared
 
 # --- model and objective -----------------------------------------------------------------------
 
@@ -111,9 +111,9 @@ class ObjectiveConfig:
         self.schedule = ScheduleConfig(self.schedule)  # names checked by vae_text.run.parts
 
 
-def objective_options(cls: type) -> set[str]:
+def objective_options(cls: type) -> dict[str, Option]:
     """An objective's options: the keyword arguments of its `__init__` after `cfg`."""
-    return set(init_options(cls, skip=2))  # self, cfg
+    return declared(cls, skip=2)  # self, cfg
 
 
 def schedule_defaults(fn) -> dict[str, Any]:

@@ -1,10 +1,9 @@
 """What every registry of named parts shares: the class decorator that files a class under its
-config name (the class attribute `name`, also from the user's own code), and the reading of a
-part's options off its `__init__` signature."""
+config name (the class attribute `name`, also from the user's own code). A part's options are
+read off its `__init__` by vae_text.core.options."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,11 +24,3 @@ def registrar(registry: dict[str, type], kind: str) -> Callable[[T], T]:
                         f"for {kind} of the user's own code).")
     return register
 
-
-def init_options(cls: type, skip: int = 1, keyword_only: bool = False) -> list[str]:
-    """A part's options: the keyword arguments of its `__init__` after the first `skip`
-    parameters (self, and what the code passes positionally), or only its keyword-only ones."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[skip:]
-    kinds = (inspect.Parameter.KEYWORD_ONLY,) if keyword_only else (
-        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in kinds]

@@ -10,29 +10,25 @@ of the memory slots made from z) instead of recomputing them.
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae_text.core.errors import ConfigError, VaeTextError
+from vae_text.core.options import Range
 
-POSITIONS = ("learned", "sinusoidal")
+# The declarations of the options both Transformer parts take (vae_text.core.options).
+PositionKind = Literal["learned", "sinusoidal"]  # learned (up to max_len) or sinusoidal (any length)
+Dropout = Annotated[float, Range(ge=0, lt=1)]
 
 
-def check_options(part: str, d_model: int, heads: int, positions: str, max_len: int,
-                  dropout: float) -> None:
-    """One-line ConfigErrors for the options every Transformer part takes (`part`: decoder, encoder)."""
-    key = f"model.{part}_args"
-    if not isinstance(heads, int) or heads < 1 or d_model % heads:
-        raise ConfigError(f"{key}.heads={heads!r} is invalid: a positive divisor of the model width "
-                          f"{d_model} (model.{part}_hidden)")
-    if positions not in POSITIONS:
-        raise ConfigError(f"{key}.positions={positions!r} is invalid: choose one of {list(POSITIONS)}")
-    if not isinstance(max_len, int) or max_len < 1:
-        raise ConfigError(f"{key}.max_len={max_len!r} is invalid: a positive integer")
-    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ConfigError(f"{key}.dropout={dropout!r} is invalid: it must be in [0, 1)")
+def check_heads(part: str, d_model: int, heads: int) -> None:
+    """A one-line ConfigError unless `heads` divides the width (`part`: decoder, encoder)."""
+    if d_model % heads:
+        raise ConfigError(f"model.{part}_args.heads={heads!r} is invalid: a positive divisor of the "
+                          f"model width {d_model} (model.{part}_hidden)")
 
 
 class ScaledEmbedding(nn.Embedding):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae_text.core.errors import ConfigError
+from vae_text.core.options import NonNegative, PositiveInt
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
 from vae_text.objectives.shares import batch_means, refuse_free_bits, scheduled_beta
 
@@ -36,13 +36,9 @@ class Capacity(Objective):
 
     name = "capacity"
 
-    def __init__(self, cfg, gamma: float = 1000.0, c_max: float = 8.0, steps: int = 10_000):
+    def __init__(self, cfg, gamma: NonNegative = 1000.0, c_max: NonNegative = 8.0,
+                 steps: PositiveInt = 10_000):
         super().__init__(cfg)
-        for key, value in (("gamma", gamma), ("c_max", c_max)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"objective.args.{key}={value!r} is invalid: a number >= 0")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"objective.args.steps={steps!r} is invalid: an integer >= 1")
         refuse_free_bits(cfg, self.name)
         self.gamma, self.c_max, self.steps = float(gamma), float(c_max), steps
 

@@ -22,10 +22,13 @@ whole batch's MMD^2 and their gradients to its gradient.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal, get_args
+
 import torch
 from torch import Tensor
 
 from vae_text.core.errors import ConfigError
+from vae_text.core.options import Range
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
 from vae_text.objectives.shares import (
     batch_means,
@@ -34,7 +37,8 @@ from vae_text.objectives.shares import (
     share_sentences,
 )
 
-KERNELS = ("rbf", "imq")
+Kernel = Literal["rbf", "imq"]
+KERNELS = get_args(Kernel)
 PRIOR_SEED = 0x1FD0  # salt of the prior draws' generator: any constant, fixed for reproducibility
 
 
@@ -87,26 +91,17 @@ def prior_draws(prior, n: int, step: int, like: Tensor) -> Tensor:
 
 @register
 class InfoVae(Objective):
-    """rec + (1 - alpha) beta KL + (alpha + lambda_ - 1) MMD^2 with kernel `kernel` of `scale`."""
+    """rec + (1 - alpha) beta KL + (alpha + lambda_ - 1) MMD^2 with kernel `kernel` of `scale`;
+    both weights >= 0: alpha <= 1 and alpha + lambda_ >= 1."""
 
     name = "infovae"
 
-    def __init__(self, cfg, alpha: float = 0.0, lambda_: float = 1000.0, kernel: str = "imq",
-                 scale: float = 1.0):
+    def __init__(self, cfg, alpha: Annotated[float, Range(le=1)] = 0.0, lambda_: float = 1000.0,
+                 kernel: Kernel = "imq", scale: Annotated[float, Range(gt=0)] = 1.0):
         super().__init__(cfg)
-        for key, value in (("alpha", alpha), ("lambda_", lambda_), ("scale", scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"objective.args.{key}={value!r} is invalid: a number")
-        if not alpha <= 1:
-            raise ConfigError(f"objective.args.alpha={alpha} is invalid: <= 1 (the KL's weight "
-                              f"1 - alpha must be >= 0)")
         if not alpha + lambda_ - 1 >= 0:
             raise ConfigError(f"objective.args.lambda_={lambda_} is invalid: alpha + lambda_ - 1 "
                               f"(the MMD's weight) must be >= 0")
-        if kernel not in KERNELS:
-            raise ConfigError(f"objective.args.kernel={kernel!r} is unknown: choose one of {KERNELS}")
-        if not scale > 0:
-            raise ConfigError(f"objective.args.scale={scale} is invalid: > 0")
         refuse_free_bits(cfg, self.name)
         self.alpha, self.lam, self.kernel, self.scale = float(alpha), float(lambda_), kernel, float(scale)
 

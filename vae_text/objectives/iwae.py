@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from vae_text.core.errors import ConfigError
+from vae_text.core.options import PositiveInt
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
 from vae_text.objectives.shares import batch_means, by_sentence, refuse_free_bits, scheduled_beta
 
@@ -62,12 +62,8 @@ class Iwae(Objective):
 
     name = "iwae"
 
-    def __init__(self, cfg, samples: int = 5, dreg: bool = False):
+    def __init__(self, cfg, samples: PositiveInt = 5, dreg: bool = False):
         super().__init__(cfg)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ConfigError(f"objective.args.samples={samples!r} is invalid: an integer >= 1")
-        if not isinstance(dreg, bool):
-            raise ConfigError(f"objective.args.dreg={dreg!r} is invalid: true or false")
         refuse_free_bits(cfg, self.name)
         self.samples, self.dreg = samples, dreg
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae_text.core.errors import ConfigError
+from vae_text.core.options import NonNegative
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
 from vae_text.objectives.shares import (
     batch_means,
@@ -42,12 +42,6 @@ def dual_step(lam: Tensor, rate: float, kl: Tensor, lr: float) -> Tensor:
     return (lam + lr * (rate - kl)).clamp(min=0.0)
 
 
-def _number(key: str, value, low: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
-        raise ConfigError(f"objective.args.{key}={value!r} is invalid: a number >= {low:g}")
-    return float(value)
-
-
 @register
 class MinimumDesiredRate(Objective):
     """The ELBO with the constraint KL >= `rate` nats; lambda (`lambda_init`, step `lambda_lr`)
@@ -56,13 +50,13 @@ class MinimumDesiredRate(Objective):
     name = "mdr"
     state_keys = ("lam",)
 
-    def __init__(self, cfg, rate: float = 8.0, lambda_lr: float = 0.01, lambda_init: float = 0.0):
+    def __init__(self, cfg, rate: NonNegative = 8.0, lambda_lr: NonNegative = 0.01,
+                 lambda_init: NonNegative = 0.0):
         super().__init__(cfg)
-        self.rate = _number("rate", rate, 0.0)
-        self.lr = _number("lambda_lr", lambda_lr, 0.0)
+        self.rate, self.lr = float(rate), float(lambda_lr)
         # a float64 0-dim tensor, moved to the statistics' device by the first step (and never
         # read back there): state_dict saves a CPU copy, exactly
-        self.lam = torch.tensor(_number("lambda_init", lambda_init, 0.0), dtype=torch.float64)
+        self.lam = torch.tensor(float(lambda_init), dtype=torch.float64)
         refuse_free_bits(cfg, self.name)
 
     def beta(self, step: int) -> float:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from vae_text.core.errors import ConfigError
+from vae_text.core.options import PositiveInt
 from vae_text.model.textvae import TextVAE
 from vae_text.remedies.base import Loop, Remedy, encoder_parameters, register, update_only
 
@@ -67,12 +67,9 @@ class AggressiveInference(Remedy):
     needs = ("latent", "encoder")
     state_keys = ("active", "best_mi")
 
-    def __init__(self, aggressive_max_inner: int = 100, aggressive_check_every: int = 10):
-        # the cap of the inner loop, and the inner steps between two checks of the encoder's loss
-        for key, value in (("aggressive_max_inner", aggressive_max_inner),
-                           ("aggressive_check_every", aggressive_check_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"remedy.{key}={value!r} is invalid: a positive integer")
+    # the cap of the inner loop, and the inner steps between two checks of the encoder's loss
+    def __init__(self, aggressive_max_inner: PositiveInt = 100,
+                 aggressive_check_every: PositiveInt = 10):
         self.max_inner, self.check_every = aggressive_max_inner, aggressive_check_every
         self.active, self.best_mi = True, -math.inf
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from torch import Tensor, nn
 
 from vae_text.core.errors import ConfigError
-from vae_text.core.registry import init_options, registrar
+from vae_text.core.options import Option, declared
+from vae_text.core.registry import registrar
 
 if TYPE_CHECKING:  # annotations only
     from vae_text.data.batches import Batch
@@ -127,9 +128,9 @@ class Remedy:
             setattr(self, k, state[k])
 
 
-def options(cls: type) -> list[str]:
-    """A remedy's options: the keyword arguments of its `__init__`."""
-    return init_options(cls)
+def options(cls: type) -> dict[str, Option]:
+    """A remedy's options: the keyword arguments of its `__init__`, each with its declaration."""
+    return declared(cls)
 
 
 def keys(cls: type[Remedy]) -> list[str]:

@@ -4,10 +4,11 @@ re-initialise the decoder, then train the VAE (with the encoder the autoencoder 
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import torch
 
-from vae_text.core.errors import ConfigError
+from vae_text.core.options import Range
 from vae_text.model.textvae import TextVAE, initialize
 from vae_text.remedies.base import Loop, Phase, Remedy, register
 
@@ -27,11 +28,8 @@ class EncoderPretraining(Remedy):
     needs = ("latent", "phase")
     state_keys = ("active",)
 
-    def __init__(self, pretrain_epochs: int = 0, pretrain_converge: bool = False):
-        if isinstance(pretrain_epochs, bool) or not isinstance(pretrain_epochs, int) or pretrain_epochs < 0:
-            raise ConfigError(f"remedy.pretrain_epochs={pretrain_epochs!r} is invalid: an integer >= 0")
-        if not isinstance(pretrain_converge, bool):
-            raise ConfigError(f"remedy.pretrain_converge={pretrain_converge!r} is invalid: true or false")
+    def __init__(self, pretrain_epochs: Annotated[int, Range(ge=0)] = 0,
+                 pretrain_converge: bool = False):
         # converge: the AE phase as a run of its own (best val rec, the lr plateau rule), ending
         # at train.max_lr_decays decays or after pretrain_epochs; the VAE starts from its best
         self.epochs, self.converge = pretrain_epochs, pretrain_converge

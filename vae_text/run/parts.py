@@ -8,7 +8,9 @@ before it writes anything (the run-directory guard, `train()`, a sweep's jobs), 
 prior fails as one line before Hydra makes an output folder.
 
 A registry is one line of `NAMED`: the key that names an entry, the registry, and (optionally) the
-key of the entry's options, which are the keyword-only arguments of its `__init__`.
+key of the entry's options, which are the keyword-only arguments of its `__init__`. Each option
+given is checked against its declaration there (its annotation: type, choices, range;
+vae_text.core.options), so a part of the user's own is checked like a built-in one.
 """
 
 from __future__ import annotations
@@ -33,20 +35,20 @@ from vae_text.config import register as register_schemas
 from vae_text.config.checks import _module_names
 from vae_text.core import plugins
 from vae_text.core.errors import ConfigError
-from vae_text.core.registry import init_options
+from vae_text.core.options import Option, check_values, declared
 from vae_text.data.presets import RECIPES
 from vae_text.metrics import METRICS
 from vae_text.model.decoders import DECODERS
-from vae_text.model.encoders import ENCODERS
+from vae_text.model.encoders import ENCODERS, Encoder
 from vae_text.model.latent import POSTERIORS, PRIORS, kl_per_dimension
 from vae_text.objectives import OBJECTIVES, SCHEDULES
 from vae_text.remedies import REMEDIES, build_remedies, check_needs, keys, options
 from vae_text.run.optim import OPTIMIZERS
 
 
-def keyword_only(cls: Any) -> set[str]:
+def keyword_only(cls: Any) -> dict[str, Option]:
     """A model part's options: the keyword-only arguments of its __init__."""
-    return set(init_options(cls, keyword_only=True))
+    return declared(cls, keyword_only=True)
 
 
 def _has_latent(section_: Any) -> bool:
@@ -60,7 +62,7 @@ class Named:
     key: str  # dotted, from the top of the training config: "model.prior"
     registry: Mapping[str, Any]
     args: str | None = None  # the key of its options, in the same section: "model.prior_args"
-    options: Callable[[Any], set[str]] = keyword_only  # the options an entry declares
+    options: Callable[[Any], dict[str, Option]] = keyword_only  # the options an entry declares
     when: Callable[[Any], bool] | None = None  # given the key's section: whether it applies
     hint: str = ""  # appended to the unknown-name message: " (objective=<name>)"
 
@@ -105,14 +107,17 @@ def check_names(settings: TrainRunConfig) -> TrainRunConfig:
 
 def check_remedies(remedy: Mapping[str, Any]) -> None:
     """Every `remedy` key is a registered remedy's switch or option, and the options given are
-    valid (each remedy checks its own, also while it is off: a sweep may turn it on)."""
+    valid (checked against each remedy's declaration, then by the remedy itself, also while it
+    is off: a sweep may turn it on). A switch that is not an option is true or false."""
     owner = {key: cls for cls in REMEDIES.values() for key in keys(cls)}
     for key in remedy:
         if key not in owner:
             raise ConfigError(f"remedy.{key} is not an option of any remedy: they take "
                               f"{sorted(owner)} (or register your own: vae_text.remedies.register)")
     for cls in REMEDIES.values():
-        given = {k: remedy[k] for k in options(cls) if k in remedy}
+        own = options(cls)
+        check_values({cls.switch: Option(cls.switch, bool), **own}, remedy, "remedy")
+        given = {k: remedy[k] for k in own if k in remedy}
         if given:
             cls(**given)
 
@@ -127,6 +132,11 @@ def check_model(model: ModelConfig) -> ModelConfig:
         if p_on not in (q_on, "posterior"):
             raise ConfigError(f"model.prior={model.prior} lives on {p_on} but model.posterior="
                               f"{model.posterior} on {q_on}: choose a prior of the same space")
+    if model.kind == "vae" and getattr(PRIORS[model.prior], "feeds_encoder", False) \
+            and ENCODERS[model.encoder].encode_embedded is Encoder.encode_embedded:
+        raise ConfigError(f"model.prior={model.prior} feeds pseudo-inputs to the encoder, which "
+                          f"model.encoder={model.encoder} cannot read (it has no encode_embedded): "
+                          f"choose another prior or encoder")
     if model.kind == "vae" and model.bn_gamma is not None:
         if "bn_gamma" not in keyword_only(POSTERIORS[model.posterior]):
             raise ConfigError(f"model.bn_gamma (BN-VAE) is not an option of "
@@ -177,6 +187,7 @@ def _check(named: Named, root: Any, prefix: str = "", shown: str = "") -> None:
             if option not in known:
                 raise ConfigError(f"{args_key}.{option} is not an option of "
                                   f"{key}={name}: it takes {sorted(known) or 'none'}")
+        check_values(known, args, args_key)
 
 
 def checked_schedule(schedule: dict) -> ScheduleConfig:

@@ -9,8 +9,9 @@ z enters in one or both of the two ways of Optimus (Li et al. 2020), by `inject`
 - "both". With no latent (model.kind=lm) z is None and neither is made.
 
 Sizes: the model width d_model is model.decoder_hidden (token embeddings are d_model wide, so
-model.embed_size is the encoder's alone), model.decoder_layers blocks, model.embed_dropout on the
-input embeddings and model.output_dropout before the vocabulary projection, as for the LSTM.
+model.embed_size is the encoder's alone), model.decoder_layers blocks whose MLPs are `ffn_size`
+wide (null: 4 d_model), model.embed_dropout on the input embeddings and model.output_dropout
+before the vocabulary projection, as for the LSTM.
 
 Padding: inputs are padded on the right only (model.decoder_inputs), so a causal position never
 sees padding, and every operation is per sentence: a sentence's scores do not depend on its
@@ -21,20 +22,26 @@ alone through the network and attends to the cache, instead of re-running the pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae_text.core.errors import ConfigError
-from vae_text.model.attention import Block, Positions, ScaledEmbedding, check_options
+from vae_text.core.options import PositiveInt
+from vae_text.model.attention import (
+    Block,
+    Dropout,
+    PositionKind,
+    Positions,
+    ScaledEmbedding,
+    check_heads,
+)
 from vae_text.model.decoders.base import DECODERS, Decoder
 
 if TYPE_CHECKING:
     from vae_text.config import ModelConfig
 
-INJECT = ("memory", "embedding", "both")
 
 
 @dataclass
@@ -70,21 +77,19 @@ class TransformerDecoder(Decoder):
     """Causal pre-LN Transformer language model, optionally conditioned on z; see the module doc."""
 
     def __init__(self, vocab_size: int, cfg: ModelConfig, latent_size: int, pad_id: int, *,
-                 heads: int = 4, inject: str = "both", memory_slots: int = 1,
-                 positions: str = "learned", max_len: int = 512, ffn_size: int | None = None,
-                 dropout: float = 0.0, tie_embeddings: bool = False):
+                 heads: PositiveInt = 4, inject: Literal["memory", "embedding", "both"] = "both",
+                 memory_slots: PositiveInt = 1, positions: PositionKind = "learned",
+                 max_len: PositiveInt = 512, ffn_size: PositiveInt | None = None,
+                 dropout: Dropout = 0.0, tie_embeddings: bool = False):
         super().__init__()
         width = cfg.decoder_hidden
-        check_options("decoder", width, heads, positions, max_len, dropout)
-        if inject not in INJECT:
-            raise ConfigError(f"model.decoder_args.inject={inject!r} is invalid: choose one of {list(INJECT)}")
-        if not isinstance(memory_slots, int) or memory_slots < 1:
-            raise ConfigError(f"model.decoder_args.memory_slots={memory_slots!r} is invalid: a positive integer")
+        check_heads("decoder", width, heads)
+        ffn = 4 * width if ffn_size is None else ffn_size
         self.vocab_size, self.latent_size, self.width = vocab_size, latent_size, width
         self.layers, self.slots = cfg.decoder_layers, memory_slots
         self.embed = ScaledEmbedding(vocab_size, width, padding_idx=pad_id)
         self.positions = Positions(positions, width, max_len, "model.decoder_args")
-        self.blocks = nn.ModuleList(Block(width, heads, ffn_size or 4 * width, dropout)
+        self.blocks = nn.ModuleList(Block(width, heads, ffn, dropout)
                                     for _ in range(self.layers))
         self.ln_out = nn.LayerNorm(width)
         self.readout = Readout(width, vocab_size, self.embed if tie_embeddings else None)

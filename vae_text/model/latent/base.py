@@ -31,10 +31,12 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from vae_text.core.options import Range
 
 LOG_2PI = math.log(2 * math.pi)
 P = TypeVar("P", bound="Posterior")
@@ -117,9 +119,12 @@ class Posterior(ABC):
 class Prior(nn.Module, ABC):
     """p(z) over a latent of `latent_size`; an nn.Module, so a learned prior trains with the model.
     `support`: "real" (R^Z), "sphere" (the unit sphere), or "posterior" (whatever the posterior's
-    is: a VampPrior); a config whose prior and posterior live on different spaces is refused."""
+    is: a VampPrior); a config whose prior and posterior live on different spaces is refused.
+    `feeds_encoder`: it feeds vectors to the encoder in place of word embeddings
+    (`Encoder.encode_embedded`), so a config whose encoder cannot read them is refused."""
 
     support = "real"
+    feeds_encoder = False
 
     def __init__(self, latent_size: int):
         super().__init__()
@@ -233,7 +238,8 @@ class GaussianHead(nn.Module):
     family = DiagonalGaussian  # the Posterior class it returns
     support = "real"  # where z lives: "real" (R^Z) or "sphere" (a prior must match)
 
-    def __init__(self, in_size: int, latent_size: int, *, bn_gamma: float | None = None):
+    def __init__(self, in_size: int, latent_size: int, *,
+                 bn_gamma: Annotated[float, Range(gt=0)] | None = None):
         super().__init__()
         self.noise_size = latent_size
         self.linear = nn.Linear(in_size, 2 * latent_size)

@@ -22,12 +22,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from vae_text.core.errors import ConfigError
+from vae_text.core.options import PositiveInt, Range
 from vae_text.model.latent.base import LOG_2PI, POSTERIORS, Posterior, _noise
 
 MEAN_SAMPLES = 32  # antithetic pairs of the fixed noise that estimates E_q[z]
@@ -205,19 +206,17 @@ class IAFPosterior(Posterior):
 
 class IAFHead(nn.Module):
     """Features h -> (mu, logvar) of the base Gaussian, and an IAF of `steps` MADE steps with
-    `hidden` units (default 2 Z) conditioned on h; s starts near sigmoid(forget_bias)."""
+    `hidden` units (null: 2 Z) conditioned on h; s starts near sigmoid(forget_bias), a bias
+    within +-10: further out s starts pinned near 0 or 1, and inverting a step divides by s."""
 
     family = IAFPosterior
     support = "real"
 
-    def __init__(self, in_size: int, latent_size: int, *, steps: int = 2, hidden: int | None = None,
-                 forget_bias: float = 1.0):
+    def __init__(self, in_size: int, latent_size: int, *, steps: PositiveInt = 2,
+                 hidden: PositiveInt | None = None,
+                 forget_bias: Annotated[float, Range(ge=-10, le=10)] = 1.0):
         super().__init__()
-        if not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"model.posterior_args.steps={steps!r} is invalid: an integer >= 1")
         hidden = 2 * latent_size if hidden is None else hidden
-        if not isinstance(hidden, int) or hidden < 1:
-            raise ConfigError(f"model.posterior_args.hidden={hidden!r} is invalid: an integer >= 1")
         self.noise_size = latent_size
         self.linear = nn.Linear(in_size, 2 * latent_size)
         self.flow = IAFFlow(latent_size, in_size, steps, hidden, float(forget_bias))

@@ -13,11 +13,12 @@ Generation draws a component, then z from it.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from vae_text.core.errors import ConfigError
+from vae_text.core.options import PositiveInt, Range
 from vae_text.model.latent.base import LOG_2PI, PRIORS, Prior
 
 
@@ -29,15 +30,13 @@ class MixtureOfGaussians(Prior):
     """p(z) = sum_k softmax(logits)_k N(z; means_k, diag exp(2 log_scales_k)), all learned.
 
     The means start at `init_spread` * N(0, I) draws (distinct components, or they would stay
-    identical), the scales at 1 and the weights uniform.
+    identical), the scales at 1 and the weights uniform. `init_spread` is at most 1000, far beyond
+    any useful spread (the codes lie within a few units of the origin).
     """
 
-    def __init__(self, latent_size: int, *, components: int = 10, init_spread: float = 1.0):
+    def __init__(self, latent_size: int, *, components: PositiveInt = 10,
+                 init_spread: Annotated[float, Range(ge=0, le=1000)] = 1.0):
         super().__init__(latent_size)
-        if not isinstance(components, int) or components < 1:
-            raise ConfigError(f"model.prior_args.components={components!r} is invalid: an integer >= 1")
-        if not init_spread >= 0:
-            raise ConfigError(f"model.prior_args.init_spread={init_spread!r} is invalid: >= 0")
         self.init_spread = float(init_spread)
         self.logits = nn.Parameter(torch.zeros(components))
         self.means = nn.Parameter(torch.empty(components, latent_size))
@@ -76,16 +75,16 @@ class VampPrior(Prior):
     A pseudo-input is a (length, E) sequence of vectors fed to the encoder in place of the
     embeddings of a sentence of `length` words (`Encoder.encode_embedded`), then to the posterior
     head. Its support is the posterior's. The pseudo-inputs are made in `bind`, once the model's
-    encoder (and so E) is known, and start as N(0, 1) draws (nn.Embedding's initialisation).
+    encoder (and so E, its `embed_size`: the LSTM's word embeddings, the Transformer's width) is
+    known, and start as N(0, 1) draws (nn.Embedding's initialisation).
     """
 
     support = "posterior"
+    feeds_encoder = True
 
-    def __init__(self, latent_size: int, *, components: int = 50, length: int = 10):
+    def __init__(self, latent_size: int, *, components: PositiveInt = 50,
+                 length: PositiveInt = 10):
         super().__init__(latent_size)
-        for key, value in (("components", components), ("length", length)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model.prior_args.{key}={value!r} is invalid: an integer >= 1")
         self.components, self.length = components, length
         self._model: tuple[nn.Module, ...] = ()  # a tuple, so the model is not a submodule
         self.pseudo_inputs: nn.Parameter | None = None

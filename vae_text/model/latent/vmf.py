@@ -21,14 +21,19 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vae_text.core.errors import ConfigError
+from vae_text.core.options import Range
 from vae_text.model.latent.base import POSTERIORS, PRIORS, Posterior, Prior, _noise, register_kl
 
+# The largest concentration: beyond it a float32 log-density kappa mu^T z has lost its precision
+# (its steps are 1/100 of a nat at 1e5), and so has the KL's difference of two large terms.
+KAPPA_MAX = 1e4
 DEBYE_ORDER = 40.0  # the order from which the recurrence starts (at least nu + 8)
 TRIES = 8  # rejection-sampler proposals carried in each sample's noise (more are rarely needed)
 
@@ -220,20 +225,21 @@ class VMFHead(nn.Module):
     family = VonMisesFisher
     support = "sphere"
 
-    def __init__(self, in_size: int, latent_size: int, *, kappa: float = 80.0,
-                 learn_kappa: bool = False):
+    def __init__(self, in_size: int, latent_size: int, *,
+                 kappa: Annotated[float, Range(gt=0, le=KAPPA_MAX)] = 80.0, learn_kappa: bool = False):
         super().__init__()
         if latent_size < 2:
             raise ConfigError(f"model.latent_size={latent_size} is invalid for model.posterior=vmf: "
                               "the sphere needs >= 2 dimensions")
-        if not kappa > (1 if learn_kappa else 0):
-            raise ConfigError(f"model.posterior_args.kappa={kappa!r} is invalid: > 0 (> 1 if learned)")
+        if learn_kappa and not kappa > 1:
+            raise ConfigError(f"model.posterior_args.kappa={kappa!r} is invalid: > 1 when learned "
+                              f"(model.posterior_args.learn_kappa=true)")
         self.kappa, self.learn_kappa = float(kappa), bool(learn_kappa)
         self.noise_size = (latent_size - 1) + TRIES * (latent_size + 1)
         self.linear = nn.Linear(in_size, latent_size)
         self.kappa_linear = nn.Linear(in_size, 1) if learn_kappa else None
-        # softplus^-1(kappa - 1): the learned kappa's offset
-        self.kappa_offset = math.log(math.expm1(kappa - 1)) if learn_kappa else 0.0
+        # softplus^-1(kappa - 1) = log(expm1(kappa - 1)), written so that it does not overflow
+        self.kappa_offset = (kappa - 1) + math.log(-math.expm1(1 - kappa)) if learn_kappa else 0.0
 
     def forward(self, h: Tensor) -> VonMisesFisher:
         mu = F.normalize(self.linear(h), dim=-1)  # (B, d)
