@@ -177,7 +177,7 @@ def test_a_plugin_that_is_not_there_is_one_line_before_any_folder(lab, tmp_path)
 # --- each part against an independent computation ----------------------------------------------
 
 
-def test_prior_example(parts):
+def test_prior_example(parts, corpus_dir):
     prior = parts.ScaledNormal(5, scale=2.0)
     torch.manual_seed(0)
     q = latent.DiagonalGaussian(torch.randn(7, 5), torch.randn(7, 5) * 0.3)
@@ -186,7 +186,11 @@ def test_prior_example(parts):
     mc = (q.log_prob(z) - prior.log_prob(z)).mean(0)
     assert torch.allclose(closed, mc, atol=0.05), (closed, mc)
     assert latent.PRIORS["scaled_normal"] is parts.ScaledNormal
-    assert keyword_only(parts.ScaledNormal) == {"scale"}
+    assert {k: o.allowed for k, o in keyword_only(parts.ScaledNormal).items()} == {"scale": "a number > 0"}
+    with pytest.raises(ConfigError) as err:  # its declaration is checked like a built-in's
+        train_settings(compose_cfg(tiny_overrides(corpus_dir, "model.prior=scaled_normal",
+                                                  "+model.prior_args.scale=-1")))
+    assert str(err.value) == "model.prior_args.scale=-1 is invalid: a number > 0"
 
 
 def test_posterior_example(parts):
@@ -256,7 +260,7 @@ def test_objective_example(parts):
     assert {k: v.item() for k, v in whole.stats.items()} == pytest.approx(
         {"rec": 20.0, "kl": 1.5, "loss": 23.0})
     assert (step(slice(0, 2)).loss + step(slice(2, 3)).loss).item() == pytest.approx(23.0)
-    assert keyword_only(type(objective)) == {"beta"}
+    assert {k: o.allowed for k, o in keyword_only(type(objective)).items()} == {"beta": "a number >= 0"}
     shares_agree(type(objective))  # the protocol every registered objective keeps
 
 
