@@ -52,6 +52,10 @@ BAD = [  # (overrides, the one line); NaN and infinities are refused as every co
      "objective.args.samples=True is invalid: an integer >= 1"),
     (["objective=infovae", "objective.args.kernel=laplace"],
      "objective.args.kernel='laplace' is invalid: one of ['rbf', 'imq']"),
+    (["objective=capacity", "objective.args.gamma=1e300"],  # the loss would overflow float32
+     "objective.args.gamma=1e+300 is invalid: a number in [0, 1e+06]"),
+    (["objective=infovae", "objective.args.scale=1e300"],  # scale^2 would overflow
+     "objective.args.scale=1e+300 is invalid: a number in (0, 1000]"),
     (["objective=mdr", "objective.args.rate=-inf"],
      "objective.args.rate=-inf is invalid: it must be a finite number"),
     (["+remedy.pretrain_epochs=two"], "remedy.pretrain_epochs='two' is invalid: an integer >= 0"),

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae_text.core.options import NonNegative, PositiveInt
+from vae_text.core.options import PositiveInt
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
-from vae_text.objectives.shares import batch_means, refuse_free_bits, scheduled_beta
+from vae_text.objectives.shares import Nats, Weight, batch_means, refuse_free_bits, scheduled_beta
 
 
 def capacity(step: int, c_max: float, steps: int) -> float:
@@ -36,8 +36,7 @@ class Capacity(Objective):
 
     name = "capacity"
 
-    def __init__(self, cfg, gamma: NonNegative = 1000.0, c_max: NonNegative = 8.0,
-                 steps: PositiveInt = 10_000):
+    def __init__(self, cfg, gamma: Weight = 1000.0, c_max: Nats = 8.0, steps: PositiveInt = 10_000):
         super().__init__(cfg)
         refuse_free_bits(cfg, self.name)
         self.gamma, self.c_max, self.steps = float(gamma), float(c_max), steps

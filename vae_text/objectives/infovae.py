@@ -31,6 +31,7 @@ from vae_text.core.errors import ConfigError
 from vae_text.core.options import Range
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
 from vae_text.objectives.shares import (
+    Weight,
     batch_means,
     refuse_free_bits,
     scheduled_beta,
@@ -92,12 +93,14 @@ def prior_draws(prior, n: int, step: int, like: Tensor) -> Tensor:
 @register
 class InfoVae(Objective):
     """rec + (1 - alpha) beta KL + (alpha + lambda_ - 1) MMD^2 with kernel `kernel` of `scale`;
-    both weights >= 0: alpha <= 1 and alpha + lambda_ >= 1."""
+    both weights >= 0: alpha <= 1 and alpha + lambda_ >= 1, and at most 1e6 (shares.Weight); the
+    prior's `scale` at most 1000 (the kernel's C = 2 d scale^2 stays a float32)."""
 
     name = "infovae"
 
-    def __init__(self, cfg, alpha: Annotated[float, Range(le=1)] = 0.0, lambda_: float = 1000.0,
-                 kernel: Kernel = "imq", scale: Annotated[float, Range(gt=0)] = 1.0):
+    def __init__(self, cfg, alpha: Annotated[float, Range(ge=-1e6, le=1)] = 0.0,
+                 lambda_: Weight = 1000.0, kernel: Kernel = "imq",
+                 scale: Annotated[float, Range(gt=0, le=1000)] = 1.0):
         super().__init__(cfg)
         if not alpha + lambda_ - 1 >= 0:
             raise ConfigError(f"objective.args.lambda_={lambda_} is invalid: alpha + lambda_ - 1 "

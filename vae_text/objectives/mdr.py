@@ -20,9 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae_text.core.options import NonNegative
 from vae_text.objectives.base import Objective, StepInput, StepOutput, register
 from vae_text.objectives.shares import (
+    Nats,
+    Weight,
     batch_means,
     refuse_free_bits,
     scheduled_beta,
@@ -50,8 +51,7 @@ class MinimumDesiredRate(Objective):
     name = "mdr"
     state_keys = ("lam",)
 
-    def __init__(self, cfg, rate: NonNegative = 8.0, lambda_lr: NonNegative = 0.01,
-                 lambda_init: NonNegative = 0.0):
+    def __init__(self, cfg, rate: Nats = 8.0, lambda_lr: Weight = 0.01, lambda_init: Weight = 0.0):
         super().__init__(cfg)
         self.rate, self.lr = float(rate), float(lambda_lr)
         # a float64 0-dim tensor, moved to the statistics' device by the first step (and never

@@ -1,20 +1,28 @@
 """What the objectives beyond the ELBO share: a process's share of a batch seen per sentence, and
 the whole batch's means of its sums in one sync, so that the shares' losses add up to the whole
-batch's loss (vae_text.objectives.base) however the batch is split over processes."""
+batch's loss (vae_text.objectives.base) however the batch is split over processes; and the
+declarations of their options' kinds (vae_text.core.options)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import torch
 from torch import Tensor
 
 from vae_text.core.errors import ConfigError
+from vae_text.core.options import Range
 from vae_text.objectives.schedules import kl_weight
 
 if TYPE_CHECKING:  # annotations only
     from vae_text.config import ObjectiveConfig
     from vae_text.objectives.base import StepInput
+
+# A weight of a loss term, up to a thousand times the built-in defaults (gamma, lambda_ = 1000):
+# far beyond, the loss overflows float32 and the run diverges at its first step.
+Weight = Annotated[float, Range(ge=0, le=1e6)]
+# A rate in nats a sentence: 1e4 is more than any sentence carries (a PTB sentence has ~100).
+Nats = Annotated[float, Range(ge=0, le=1e4)]
 
 
 def by_sentence(rows: Tensor, samples: int) -> Tensor:
