@@ -77,7 +77,8 @@ class Option:
         if self.choices:
             text = f"one of {list(self.choices)}"
         else:
-            text = _KINDS[self.kind] if self.kind is not float or self.range else "a finite number"
+            text = "a finite number" if self.kind is float and self.range is None else \
+                _KINDS.get(self.kind, "any value")
             if self.range is not None and str(self.range):
                 text += f" {self.range}"
         return text + (", or null" if self.nullable else "")
@@ -136,6 +137,7 @@ def _resolved(annotation: Any, fn: Any) -> Any:
 
 
 def _option(name: str, annotation: Any) -> Option:
+    """The declaration an annotation makes (kind None: one the checker does not read)."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin in (Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
