@@ -6,12 +6,15 @@ line of checking code, and every built-in option declares something the checker 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from typing import Annotated, Literal
 
 import pytest
 import torch
 
-from conftest import compose_cfg, tiny_overrides
+from conftest import ROOT, compose_cfg, tiny_overrides
 from vae_text.config import ModelConfig
 from vae_text.core.errors import ConfigError
 from vae_text.core.options import Option, Range, declared
@@ -68,6 +71,19 @@ def test_a_bad_option_is_one_line_naming_its_key(corpus_dir, overrides, line):
     with pytest.raises(ConfigError) as err:
         train_settings(compose_cfg(tiny_overrides(corpus_dir, *overrides)))
     assert str(err.value) == line
+
+
+def test_the_command_prints_the_one_line_and_writes_nothing(corpus_dir, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run([sys.executable, "-m", "vae_text.train",
+                           *tiny_overrides(corpus_dir, "model/decoder=transformer",
+                                           "model.decoder_args.tie_embeddings=maybe"),
+                           f"hydra.run.dir={run}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: model.decoder_args.tie_embeddings='maybe' is invalid: true or false\n"
+    assert not run.exists()
 
 
 def test_a_checkpoints_model_config_is_checked_too():

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from vae_text.config import ModelConfig
 
 
-
 @dataclass
 class TransformerState:
     keys: list[Tensor]  # per layer (B, H, M + t, dh): memory slots, then the t tokens fed so far
