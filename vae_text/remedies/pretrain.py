@@ -32,6 +32,9 @@ class EncoderPretraining(Remedy):
             raise ConfigError(f"remedy.pretrain_epochs={pretrain_epochs!r} is invalid: an integer >= 0")
         if not isinstance(pretrain_converge, bool):
             raise ConfigError(f"remedy.pretrain_converge={pretrain_converge!r} is invalid: true or false")
+        if pretrain_converge and not pretrain_epochs:  # the switch is off: it would do nothing
+            raise ConfigError("remedy.pretrain_converge=true needs remedy.pretrain_epochs=<N> (the "
+                              "autoencoder phase's cap, e.g. 20): without it encoder pretraining is off")
         # converge: the AE phase as a run of its own (best val rec, the lr plateau rule), ending
         # at train.max_lr_decays decays or after pretrain_epochs; the VAE starts from its best
         self.epochs, self.converge = pretrain_epochs, pretrain_converge
