@@ -132,8 +132,8 @@ def json_of(path: Path, need: tuple[str, ...] = ()) -> dict:
     try:
         data = json.loads(text_of(path, fix))
     except ValueError as err:  # json.JSONDecodeError
-        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column "
-                        f"{err.colno}: a torn or hand-edited file); {fix}") from None
+        raise DataError(f"{path}: not valid JSON (line {err.lineno} column {err.colno}: "
+                        f"{err.msg}; a torn or hand-edited file); {fix}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: holds a JSON {type(data).__name__}, not an object; {fix}")
     for key in need:

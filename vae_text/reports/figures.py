@@ -255,10 +255,9 @@ def curves_figure(rows: list[dict], histories: list[dict]):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    for i, (curves, label) in enumerate(zip(histories, run_labels(rows), strict=True)):
-        if not any(steps for steps, _ in curves.values()):
-            continue
-        color = f"C{i % 10}"
+    drawn = [i for i, curves in enumerate(histories) if any(steps for steps, _ in curves.values())]
+    for i, label in zip(drawn, run_labels([rows[i] for i in drawn]), strict=True):
+        curves, color = histories[i], f"C{i % 10}"
         axes[0].plot(*per_token(curves, "train"), lw=1, color=color, label=label)
         axes[0].plot(*per_token(curves, "val"), lw=1.5, ls="--", marker=".", color=color)
         axes[1].plot(*curves["train/kl"], lw=1, color=color)
@@ -273,7 +272,8 @@ def curves_figure(rows: list[dict], histories: list[dict]):
     fig.tight_layout()
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
+        columns = min(len(labels), 6, max(1, 150 // max(map(len, labels))))  # long labels: fewer
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=min(len(labels), 6), fontsize=8, title_fontsize=8,
+                   ncol=columns, fontsize=8, title_fontsize=8,
                    title="solid: train (mean over log_every steps), dashed: validation")
     return fig
