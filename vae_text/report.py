@@ -15,6 +15,10 @@ a VAE's -ELBO, with each finished run's test NLL and the reference numbers given
 against reverse PPL, one point per run, labelled with its beta), taken from the newest
 whole-test-split evaluation in the run directory that has them (`eval_test_k<K>.json` of
 `python -m vae_text.evaluate ... generation=true`; never a `_n<N>` look).
+
+A file of a run that cannot be read (a torn or foreign results.json or eval_test.json, an
+overrides.yaml that is not UTF-8) or an --out that cannot be written is one line naming it and
+the fix, exit status 2, and nothing is written. A negative MI gets a footnote: it is an estimate.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ def row_of(run: Path, root: Path) -> dict:
         row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
                    status=f"done ({stopped})" if stopped else "done")
     elif (run / "error.txt").is_file():  # a sweep job that failed (vae_text.run.sweep)
-        row["status"] = "failed: " + ((run / "error.txt").read_text().strip().splitlines() or ["?"])[-1]
+        error = (run / "error.txt").read_text(encoding="utf-8", errors="replace")
+        row["status"] = "failed: " + (error.strip().splitlines() or ["?"])[-1]
     else:
         records = read_metrics(run / "metrics.jsonl")
         last = records[-1] if records else {}
