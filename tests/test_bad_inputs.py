@@ -330,3 +330,9 @@ def compose_sample(values: dict):
     from vae_text.config import SampleConfig, section
 
     return section(SampleConfig, values, "")
+
+
+def test_report_wandb_online_without_a_key_is_one_line(no_wandb_key, tmp_path, capsys):
+    run = make_run(tmp_path / "a")
+    assert refused([str(run), "--wandb", "--wandb-mode", "online"], tmp_path, capsys) == (
+        "error: " + ONLINE.replace("logger.mode", "--wandb-mode"))

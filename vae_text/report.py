@@ -31,6 +31,7 @@ import re
 import sys
 from pathlib import Path
 
+from vae_text.config import LoggerConfig
 from vae_text.core.errors import DataError, VaeTextError
 from vae_text.core.utils import atomic_write, check_writable
 from vae_text.data.text import file_bytes
@@ -46,6 +47,7 @@ from vae_text.reports.figures import (
     plot_validation,
     validation_nll,
 )
+from vae_text.run.logger import check_wandb_login
 
 COLUMNS = [  # (key in the row, header, format)
     ("run", "run", "s"), ("overrides", "overrides", "s"),
@@ -270,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace) -> int:
     """The table, the CSV and the figures of `main`'s arguments; every run is read (and --out
     checked) before anything is written."""
+    if args.wandb:
+        check_wandb_login(LoggerConfig(name="wandb", mode=args.wandb_mode), "--wandb-mode")
     rows = [row_of(run, root) for root in args.dirs for run in find_runs([root])]
     if not rows:
         print(f"error: no runs (folders with config.yaml) under {' '.join(map(str, args.dirs))}",

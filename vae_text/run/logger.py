@@ -40,11 +40,12 @@ def named_after_job(cfg: LoggerConfig) -> LoggerConfig:
                             if sweep else None))
 
 
-def check_wandb_login(cfg: LoggerConfig) -> None:
+def check_wandb_login(cfg: LoggerConfig, option: str = "logger.mode") -> None:
     """`logger=wandb logger.mode=online` needs an API key: without one (WANDB_API_KEY, a
     WANDB_IDENTITY_TOKEN_FILE, or the netrc entry `wandb login` writes for the server) say so in
     one line before any data is read, where wandb.init would raise a traceback after it. Reads
-    the environment and the netrc file only: nothing is sent anywhere."""
+    the environment and the netrc file only: nothing is sent anywhere. `option`: the setting's
+    name in the command (vae_text.report's is --wandb-mode)."""
     if cfg.name != "wandb" or cfg.mode != "online":
         return
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
@@ -59,8 +60,8 @@ def check_wandb_login(cfg: LoggerConfig) -> None:
             return
     except (OSError, netrc.NetrcParseError):
         pass  # an unreadable netrc holds no key we can use
-    raise ConfigError(f"logger.mode=online needs a wandb API key and none is set for {host}: run "
-                      f"`wandb login` (or set WANDB_API_KEY), or log offline with logger.mode=offline "
+    raise ConfigError(f"{option}=online needs a wandb API key and none is set for {host}: run "
+                      f"`wandb login` (or set WANDB_API_KEY), or log offline with {option}=offline "
                       f"(`wandb sync` uploads later)")
 
 
