@@ -15,6 +15,10 @@ a VAE's -ELBO, with each finished run's test NLL and the reference numbers given
 against reverse PPL, one point per run, labelled with its beta), taken from the newest
 whole-test-split evaluation in the run directory that has them (`eval_test_k<K>.json` of
 `python -m vae_text.evaluate ... generation=true`; never a `_n<N>` look).
+
+A file of a run that cannot be read (a torn or foreign results.json or eval_test.json, an
+overrides.yaml that is not UTF-8) or an --out that cannot be written is one line naming it and
+the fix, exit status 2, and nothing is written. A negative MI gets a footnote: it is an estimate.
 """
 
 from __future__ import annotations
@@ -27,17 +31,23 @@ import re
 import sys
 from pathlib import Path
 
-from vae_text.core.utils import atomic_write
+from vae_text.config import LoggerConfig
+from vae_text.core.errors import DataError, VaeTextError
+from vae_text.core.utils import atomic_write, check_writable
+from vae_text.data.text import file_bytes
 from vae_text.metrics import METRICS
+from vae_text.metrics.information import MI_BELOW_ZERO
 from vae_text.reports.figures import (
+    CURVE_KEYS,
     is_done,
-    per_token,
+    plot_curves,
     plot_quality_diversity,
+    plot_rate_distortion,
     plot_search,
     plot_validation,
-    run_labels,
     validation_nll,
 )
+from vae_text.run.logger import check_wandb_login
 
 COLUMNS = [  # (key in the row, header, format)
     ("run", "run", "s"), ("overrides", "overrides", "s"),
@@ -73,7 +83,8 @@ def overrides_of(run: Path) -> str:
     path = run / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return ""
-    lines = [line[2:].strip() for line in path.read_text().splitlines() if line.startswith("- ")]
+    fix = "re-encode it as UTF-8, or delete it (the run is then listed without its overrides)"
+    lines = [line[2:].strip() for line in text_of(path, fix).splitlines() if line.startswith("- ")]
     return " ".join(o for o in lines if not o.startswith(("data.dir", "data.cache_dir", "hydra.", "train.resume=")))
 
 
@@ -92,8 +103,8 @@ def row_of(run: Path, root: Path) -> dict:
            "overrides": overrides_of(run), "path": run, "beta": kl_weight_of(run)}
     results, test = run / "results.json", run / "eval_test.json"
     if results.is_file() and test.is_file():
-        res = json.loads(results.read_text())
-        evaluation = json.loads(test.read_text())
+        res = json_of(results, ("epochs", "train_seconds"))
+        evaluation = json_of(test)
         row.update({k: v for k, v in evaluation.items() if isinstance(v, (int, float))})
         row.update(generation_of(generation_evaluation(run)))
         row.update({k: v for k, v in res.items() if k.startswith("best_val_")})  # the sweeper's score
@@ -101,12 +112,42 @@ def row_of(run: Path, root: Path) -> dict:
         row.update(epochs=res["epochs"], train_minutes=res["train_seconds"] / 60,
                    status=f"done ({stopped})" if stopped else "done")
     elif (run / "error.txt").is_file():  # a sweep job that failed (vae_text.run.sweep)
-        row["status"] = "failed: " + ((run / "error.txt").read_text().strip().splitlines() or ["?"])[-1]
+        error = (run / "error.txt").read_text(encoding="utf-8", errors="replace")
+        row["status"] = "failed: " + (error.strip().splitlines() or ["?"])[-1]
     else:
         records = read_metrics(run / "metrics.jsonl")
         last = records[-1] if records else {}
         row["status"] = f"not finished (last step {last.get('step', 0)})"
     return row
+
+
+def text_of(path: Path, fix: str) -> str:
+    """A UTF-8 file of a run; unreadable or not UTF-8: a `DataError` naming it and `fix`."""
+    raw = file_bytes(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 (byte {raw[err.start]:#04x} at offset "
+                        f"{err.start}); {fix}") from None
+
+
+def json_of(path: Path, need: tuple[str, ...] = ()) -> dict:
+    """A run's JSON object (results.json, eval_test.json) with the numbers `need`s; a torn,
+    hand-edited or foreign file is a `DataError` naming it and the fix."""
+    fix = (f"delete it to list the run as not finished, or leave the run ({path.parent}) out of "
+           f"the folders given")
+    try:
+        data = json.loads(text_of(path, fix))
+    except ValueError as err:  # json.JSONDecodeError
+        raise DataError(f"{path}: not valid JSON (line {err.lineno} column {err.colno}: "
+                        f"{err.msg}; a torn or hand-edited file); {fix}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: holds a JSON {type(data).__name__}, not an object; {fix}")
+    for key in need:
+        if isinstance(data.get(key), bool) or not isinstance(data.get(key), (int, float)):
+            raise DataError(f"{path}: has no number {key!r} (vae_text.train writes "
+                            f"{', '.join(need)} there); {fix}")
+    return data
 
 
 _torn_said: set[Path] = set()
@@ -166,6 +207,8 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         cells = [format(r[k], f) if k in r else "–" for k, _, f in cols]
         lines.append("| " + " | ".join(cells) + " |")
+    if any(r.get("mi", 0) < 0 for r in rows):
+        lines += ["", f"Note: MI is {MI_BELOW_ZERO}."]
     return "\n".join(lines)
 
 
@@ -186,81 +229,6 @@ def history(run: Path, keys=("train/rec", "train/kl", "train/beta")) -> dict[str
     return out
 
 
-def plot_rate_distortion(rows: list[dict], path: Path) -> list[str]:
-    """KL (rate) against rec (distortion) per finished run, with beta = 1 ELBO iso-lines.
-    Returns the point labels drawn, in order of KL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in rows if is_done(r)]
-    labels = []
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    if done:
-        kl = [r["kl"] for r in done]
-        rec = [r["rec"] for r in done]
-        betas = [r["beta"] for r in done]
-        by_beta = None not in betas and len(set(betas)) == len(betas)  # a beta sweep
-        ax.scatter(kl, rec, color="tab:blue", zorder=3)
-        for i, r in enumerate(sorted(done, key=lambda r: r["kl"])):  # neighbours: labels above/below
-            label = f"β={r['beta']:g}" if by_beta else r["run"]
-            labels.append(label)
-            ax.annotate(label, (r["kl"], r["rec"]), textcoords="offset points",
-                        xytext=(5, 4 if i % 2 == 0 else -11), fontsize=8)
-        wide = max(kl) > 50 * (min(kl) + 1)  # e.g. a beta = 0 job beside collapsed ones: symlog axis
-        x_lo, x_hi = (min(kl + [0.0]) - 0.5, max(kl) * 1.15 + 1.0) if not wide else (0.0, max(kl) * 2)
-        if wide:
-            ax.set_xscale("symlog", linthresh=1.0)
-        y_lo, y_hi = min(rec) - 2.0, max(rec) + 2.0
-        best = min(a + b for a, b in zip(kl, rec))
-        xs = [x_lo + (x_hi - x_lo) * (i / 400) ** 3 for i in range(401)]  # dense: curved on symlog
-        for offset in (0.0, 2.0, 5.0, 10.0, 20.0):  # equal -ELBO (beta = 1): rec = c - KL
-            c = best + offset
-            ax.plot(xs, [c - x for x in xs], ls="--", lw=0.8, color="grey", zorder=1)
-        ax.text(0.99, 0.98, f"dashed: β = 1 −ELBO = {best:.1f} (best run) + 0, 2, 5, 10, 20 nats",
-                transform=ax.transAxes, ha="right", va="top", fontsize=7, color="grey")
-        ax.set_xlim(x_lo, x_hi)
-        ax.set_ylim(y_lo, y_hi)
-    ax.set(xlabel="rate: KL (nats / sentence)", ylabel="distortion: rec (nats / sentence)",
-           title="rate-distortion on the test set")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return labels
-
-
-def plot_curves(rows: list[dict], path: Path) -> None:
-    """Train (solid) and validation (dashed) curves against step: rec per token, KL, β."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = ("train/rec", "train/rec_per_token", "train/kl", "train/beta", "val/rec", "val/kl",
-            "val/sentences", "val/tokens")
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    for i, (r, label) in enumerate(zip(rows, run_labels(rows))):
-        curves, color = history(r["path"], keys), f"C{i % 10}"
-        axes[0].plot(*per_token(curves, "train"), lw=1, color=color, label=label)
-        axes[0].plot(*per_token(curves, "val"), lw=1.5, ls="--", marker=".", color=color)
-        axes[1].plot(*curves["train/kl"], lw=1, color=color)
-        axes[1].plot(*curves["val/kl"], lw=1.5, ls="--", marker=".", color=color)
-        axes[2].plot(*curves["train/beta"], lw=1, color=color)
-    axes[0].set(title="reconstruction", ylabel="rec (nats / token)")
-    axes[1].set(title="KL", ylabel="KL (nats / sentence)")
-    axes[2].set(title="KL weight β", ylabel="β")
-    for ax in axes:
-        ax.set_xlabel("step (optimizer updates)")
-    axes[1].set_yscale("symlog", linthresh=1.0)  # an autoencoder phase's KL dwarfs the rest
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8,
-               title="solid: train (mean over log_every steps), dashed: validation", title_fontsize=8)
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 6), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def log_to_wandb(rows: list[dict], figures: dict[str, Path], sweep: Path, project: str,
                  mode: str) -> None:
     """One wandb run named "report" in the sweep's group: the table and the figures as images."""
@@ -278,7 +246,8 @@ def log_to_wandb(rows: list[dict], figures: dict[str, Path], sweep: Path, projec
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Tabulate vae_text runs (markdown + CSV).")
+    parser = argparse.ArgumentParser(prog="python -m vae_text.report",  # not "report.py"
+                                     description="Tabulate vae_text runs (markdown + CSV).")
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--out", type=Path, help="output path without suffix")
     parser.add_argument("--mark", action="append", default=[], metavar="RUN=NATS",
@@ -293,6 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: {missing[0]}: not a directory; pass run or sweep directories", file=sys.stderr)
         return 2
+    try:
+        return report(args)
+    except VaeTextError as err:  # a run's unreadable file, an --out that cannot be written
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def report(args: argparse.Namespace) -> int:
+    """The table, the CSV and the figures of `main`'s arguments; every run is read (and --out
+    checked) before anything is written."""
+    if args.wandb:
+        check_wandb_login(LoggerConfig(name="wandb", mode=args.wandb_mode), "--wandb-mode")
     rows = [row_of(run, root) for root in args.dirs for run in find_runs([root])]
     if not rows:
         print(f"error: no runs (folders with config.yaml) under {' '.join(map(str, args.dirs))}",
@@ -311,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     out = args.out or args.dirs[0] / "report"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_writable(out.parent)
+    except VaeTextError as err:
+        raise type(err)(f"--out {out}: {err}; choose --out in a folder you can write") from None
     table = markdown(rows)
     atomic_write(out.with_suffix(".md"), table + "\n")
     keys = [k for k, _, _ in COLUMNS if any(k in r for r in rows)]
@@ -323,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"rate_distortion": out.parent / f"{out.name}_rate_distortion.png",
                "curves": out.parent / f"{out.name}_curves.png"}
     plot_rate_distortion(rows, figures["rate_distortion"])
-    plot_curves(rows, figures["curves"])
+    plot_curves(rows, [history(r["path"], CURVE_KEYS) for r in rows], figures["curves"])
     validation = out.parent / f"{out.name}_validation.png"
     curves = [validation_nll(read_metrics(r["path"] / "metrics.jsonl")) for r in rows]
     if plot_validation(rows, curves, validation, marks):

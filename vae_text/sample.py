@@ -3,6 +3,11 @@
     python -m vae_text.sample checkpoint=<run dir> n=10 decoding=top_p
     python -m vae_text.sample checkpoint=<run dir> mode=reconstruct file=my_sentences.txt
     python -m vae_text.sample checkpoint=<run dir> mode=interpolate 'sentences=["a b","c d"]'
+
+The input sentences (sentences=[...] and the lines of file=) are split on whitespace; one longer
+than the model reads (data.max_len it trained with, at least MAX_LEN = 200 words) is refused with
+its place (`file:line`): a 1 MB line would otherwise be encoded whole, a transformer encoder's
+attention alone taking tens of GB.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vae_text.config import SampleConfig, section
+from vae_text.config import MAX_LEN, SampleConfig, section
 from vae_text.core import plugins
-from vae_text.core.errors import ConfigError
+from vae_text.core.errors import ConfigError, DataError
 from vae_text.core.utils import CONFIG_PATH, cli
-from vae_text.data.text import read_sentences
+from vae_text.data.text import BOM, read_lines
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.run.command import hydra_entry
 
@@ -30,9 +35,19 @@ def run(cfg: DictConfig | SampleConfig) -> list[str]:
     if cfg.mode == "sample":
         lines = vae.sample(int(cfg.n), decoding, seed=cfg.seed)
         return [f"{i + 1:3d}. {s}" for i, s in enumerate(lines)]
-    sentences = list(cfg.sentences)
+    given = [(f"sentences[{i}]", s) for i, s in enumerate(cfg.sentences)]
     if cfg.file:
-        sentences += [" ".join(words) for words in read_sentences(Path(cfg.file))[0]]
+        lines = [line.removeprefix(BOM) for line in read_lines(Path(cfg.file))]
+        given += [(f"{cfg.file}:{n}", line) for n, line in enumerate(lines, 1) if line.split()]
+        if not any(line.split() for line in lines):
+            raise DataError(f"{cfg.file}: holds no sentences; give one sentence per line")
+    cap = max(MAX_LEN, vae.config.get("data", {}).get("max_len") or 0)
+    for where, sentence in given:
+        if len(sentence.split()) > cap:
+            raise DataError(f"{where}: a sentence of {len(sentence.split())} words; a model reads at "
+                            f"most {cap} words a sentence (data.max_len it trained with, or "
+                            f"{MAX_LEN}): split or shorten it")
+    sentences = [" ".join(s.split()) for _, s in given]
     if cfg.mode == "reconstruct":
         if not sentences:
             raise ConfigError("mode=reconstruct needs sentences=[...] or file=<path>")

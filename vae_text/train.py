@@ -25,6 +25,7 @@ from vae_text.run.command import hydra_entry
 from vae_text.run.logger import (
     MetricsLogger,
     SilentLogger,
+    check_wandb_login,
     closing_summary,
     kept_lines,
     named_after_job,
@@ -45,6 +46,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     rank 0 alone writes the run directory.
     """
     settings = train_settings(cfg)  # every config error surfaces here, before data is read
+    check_wandb_login(settings.logger)
     hydra_dir = None
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig

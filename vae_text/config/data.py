@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from vae_text.core.errors import ConfigError
 
@@ -54,7 +55,10 @@ class DataConfig:
     # source=hf: load_dataset(name, config, data_dir=, data_files=, revision=)[splits[s]][column]
     config: str | None = None
     data_dir: str | None = None
-    data_files: dict[str, str] | None = None  # {train: ..., valid: ..., test: ...}: local files
+    # local files: the dataset's split -> a file or a list of files ({}: none). A dict from the
+    # start (not null), so both 'data.data_files={train: a.txt, ...}' and data.data_files.train=a.txt
+    # compose: OmegaConf merges no keys into a null node
+    data_files: dict[str, Any] = field(default_factory=dict)
     revision: str | None = None  # a branch, tag or commit of the hub repository
     column: str = "text"  # the column holding one sentence per row
     splits: dict[str, str] = field(default_factory=lambda: {s: s for s in SPLITS})  # ours -> theirs
@@ -78,6 +82,14 @@ class DataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.hub, dict):
             self.hub = HubConfig(**self.hub)
+        if self.data_files is None:  # a run saved when its default was null
+            self.data_files = {}
+        if not isinstance(self.data_files, dict) or not all(
+                isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(f, str) for f in v))
+                for v in self.data_files.values()):
+            raise ConfigError(f"data.data_files={self.data_files!r} is invalid: a mapping of split "
+                              f"names to a file or a list of files, e.g. {{train: a.txt, validation: "
+                              f"b.txt, test: c.txt}}")
         if self.source not in ("files", "hf"):
             raise ConfigError(f"data.source={self.source!r} is invalid: files or hf")
         if set(self.files) != set(SPLITS):

@@ -185,16 +185,15 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         for key in ("samples", "max_len", "batch_size", "reverse_epochs", "reverse_embed",
-                    "reverse_hidden", "reverse_batch_size", "self_bleu_samples", "probe_sentences",
+                    "reverse_hidden", "reverse_batch_size", "probe_sentences",
                     "probe_steps", "interpolation_pairs", "neighbours_k"):
             _positive_int(f"gen.{key}", getattr(self, key))
         if self.reverse_samples is not None:
             _positive_int("gen.reverse_samples", self.reverse_samples)
-        if not isinstance(self.length_buckets, int) or self.length_buckets < 2:
-            raise ConfigError(f"gen.length_buckets={self.length_buckets!r} is invalid: an integer >= 2")
-        if not isinstance(self.interpolation_steps, int) or self.interpolation_steps < 2:
-            raise ConfigError(f"gen.interpolation_steps={self.interpolation_steps!r} is invalid: "
-                              f"an integer >= 2")
+        for key in ("self_bleu_samples", "length_buckets", "interpolation_steps"):  # each sample
+            value = getattr(self, key)  # against the others; two classes; both ends of a path
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ConfigError(f"gen.{key}={value!r} is invalid: an integer >= 2")
         if not isinstance(self.neighbours, int) or self.neighbours < 0:
             raise ConfigError(f"gen.neighbours={self.neighbours!r} is invalid: an integer >= 0")
         _choice("gen.decoding", self.decoding, STRATEGIES)

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from vae_text.config import MAX_LEN, SPLITS, DataConfig, HubConfig
-from vae_text.core.errors import ConfigError, DataError
-from vae_text.core.utils import atomic_write
+from vae_text.core.errors import ConfigError, DataError, OutputError
+from vae_text.core.utils import atomic_write, write_error
 from vae_text.data.batches import Batch, Split, _from_ids, batch_plan, collate, iterate
 from vae_text.data.text import (
     CONTROL,
@@ -51,7 +51,7 @@ __all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "Tokenizer",  # re-exported for 
 
 log = logging.getLogger("vae_text.data")  # the package's logger, as the log lines name it
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: lines end at \n, \r\n or \r only, and a byte-order mark opening one is dropped
 CHUNK = 20_000  # sentences per `encode_batch` call: a huge split still reports its progress
 
 
@@ -162,8 +162,8 @@ def _fit_tokenizer(train: Sequence[Sequence[str]], cfg: TokenizerConfig, model_p
                  cfg.model_type, len(tokenizer), len(train), time.monotonic() - start)
         try:
             tokenizer.save(model_path)
-        except OSError as err:
-            log.warning("could not write %s (%s)", model_path, err)
+        except (OSError, OutputError) as err:
+            _cache_not_written(model_path, err)
     return tokenizer
 
 
@@ -186,8 +186,16 @@ def _write_cache(path: Path, corpus: Corpus) -> None:
                        for s, sp in corpus.splits.items()}}
     try:
         atomic_write(path, lambda f: torch.save(blob, f))
-    except OSError as err:  # a read-only cache dir costs speed, not correctness
-        log.warning("could not write data cache %s (%s)", path, err)
+    except (OSError, OutputError) as err:
+        _cache_not_written(path, err)
+
+
+def _cache_not_written(path: Path, err: OSError | OutputError) -> None:
+    """A cache that cannot be written (read-only, a full disk, a file where its folder goes) costs
+    the next start its tokenizing, never this run: one warning line, and training goes on."""
+    reason = err if isinstance(err, OutputError) else write_error(path, err)
+    log.warning("data cache not written: %s; training goes on without it (the next start "
+                "tokenizes again; set data.cache_dir=<a writable folder> to keep one)", reason)
 
 
 # --- batching -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ log = logging.getLogger("vae_text.data")
 # Control characters (Unicode Cc) other than tab and the line ends \n and \r: a NUL byte or an escape
 # code means a binary or corrupt file, never a word, and would otherwise train without complaint.
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+BOM = "\ufeff"  # a byte-order mark: dropped where it opens a line (`parse_lines`)
 PROGRESS_SECONDS = 10.0  # a data step that runs longer than this says how far it got
 
 
@@ -34,12 +35,14 @@ def control_error(where: str, text: str, at: int) -> DataError:
 
 
 def parse_lines(lines, where: str) -> tuple[list[list[str]], int]:
-    """Whitespace-split sentences, one per line; empty lines are skipped and counted.
+    """Whitespace-split sentences, one per line; empty lines are skipped and counted. A byte-order
+    mark (U+FEFF) opening a line (a file saved with one, or such files joined by `cat`) is dropped,
+    never a word of its own.
     No sentence at all, a row that is not text or a control character raises `DataError`
     naming `where` (and the row)."""
     sentences, empty = [], 0
     for row, line in enumerate(lines, 1):
-        words = line.split() if isinstance(line, str) else None
+        words = line.removeprefix(BOM).split() if isinstance(line, str) else None
         bad = words is not None and CONTROL.search(line)  # str.split() takes \x1c-\x1f for spaces
         if bad:
             raise control_error(f"{where} row {row}", line, bad.start())
@@ -56,10 +59,20 @@ def parse_lines(lines, where: str) -> tuple[list[list[str]], int]:
     return sentences, empty
 
 
-def read_sentences(path: Path) -> tuple[list[list[str]], int]:
-    """Sentences of a UTF-8 file, one per line (see `parse_lines`). A missing, unreadable,
-    non-UTF-8 or empty file, or one with a control character, raises `DataError` naming it
-    (and the line). Linear in the file's size: a 1 MB line reads in a fraction of a second."""
+def split_lines(text: str) -> list[str]:
+    """The lines of a corpus text: ended by \n, \r\n or \r only (as `datasets` reads a text
+    file), never by the other characters `str.splitlines` takes for line ends: U+2028 and U+2029
+    inside a line are whitespace between two words (`parse_lines`); \x0b, \x0c, \x1c-\x1e and
+    \x85 are control characters, refused (`CONTROL`)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":  # the newline that ends the last line opens no line of its own
+        lines.pop()
+    return lines
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (`split_lines`). A missing, unreadable or non-UTF-8 file,
+    or one with a control character, raises `DataError` naming it (and the line)."""
     path = Path(path)
     raw = file_bytes(path)
     try:
@@ -69,11 +82,17 @@ def read_sentences(path: Path) -> tuple[list[list[str]], int]:
         raise DataError(
             f"{path}:{line}: not valid UTF-8 (byte {raw[err.start]:#04x}); re-encode the file as UTF-8"
         ) from None
-    # before splitting: str.splitlines() would silently take \x0b, \x0c, \x1c-\x1e, \x85 for line ends
     bad = CONTROL.search(text)
     if bad:
         raise control_error(f"{path}:{text.count(chr(10), 0, bad.start()) + 1}", text, bad.start())
-    return parse_lines(text.splitlines(), str(path))
+    return split_lines(text)
+
+
+def read_sentences(path: Path) -> tuple[list[list[str]], int]:
+    """Sentences of a UTF-8 file, one per line (`read_lines`, then `parse_lines`); an empty file
+    raises `DataError` naming it. Linear in the file's size: a 1 MB line reads in a fraction of
+    a second."""
+    return parse_lines(read_lines(path), str(path))
 
 
 def file_bytes(path: Path) -> bytes:
@@ -192,15 +211,14 @@ def read_labels(cfg: DataConfig, split: str) -> list[str] | None:
             raise DataError(f"data.label_column={cfg.label_column!r}: {cfg.name} split {name!r} has "
                             f"no such column (it has {ds.column_names})")
         rows = zip(ds[cfg.column], ds[cfg.label_column])
-        return [str(label) for text, label in rows if isinstance(text, str) and text.split()]
+        return [str(label) for text, label in rows if isinstance(text, str) and text.removeprefix(BOM).split()]
     if cfg.label_files is None:
         return None
     if cfg.hub is not None and not Path(cfg.dir).is_dir():
         fetch_from_hub(cfg, Path(cfg.dir))
     text_path, path = Path(cfg.dir) / cfg.files[split], Path(cfg.dir) / cfg.label_files[split]
-    lines = file_bytes(text_path).decode("utf-8").splitlines()
-    labels = file_bytes(path).decode("utf-8").splitlines()
+    lines, labels = read_lines(text_path), [label.removeprefix(BOM) for label in read_lines(path)]
     if len(labels) != len(lines):
         raise DataError(f"{path}: {len(labels)} labels for the {len(lines)} lines of {text_path}; "
                         f"it must hold one label per line of the text")
-    return [label.strip() for line, label in zip(lines, labels) if line.split()]
+    return [label.strip() for line, label in zip(lines, labels) if line.removeprefix(BOM).split()]

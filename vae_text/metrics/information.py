@@ -27,6 +27,13 @@ from vae_text.metrics.base import BatchResult, Metric, Row, register, sentence_n
 from vae_text.model.latent import Posterior
 
 MI_ESTIMATOR = "aggregate posterior over the whole evaluation set (Li et al. 2019 / Optimus)"
+# said beside a negative MI wherever one is shown: the true MI is >= 0, its estimate is not
+MI_BELOW_ZERO = "an estimate: a value a little below 0 is sampling noise around 0, i.e. no information in z"
+
+
+def mi_note(mi: float | None) -> str:
+    """` (<MI_BELOW_ZERO>)` after a negative MI, else nothing."""
+    return f" ({MI_BELOW_ZERO})" if mi is not None and mi < 0 else ""
 
 
 def mi_chunk(n: int, latent: int, device: torch.device) -> int:
@@ -113,9 +120,11 @@ class MutualInformation(Metric):
 
     @classmethod
     def table(cls, out: dict[str, Any]) -> list[tuple[str, str]]:
-        if "mi" not in out or out["mi_sentences"] == out.get("sentences", out["mi_sentences"]):
-            return super().table(out)
-        return [(f"MI ({out['mi_sentences']} sentences: not comparable)", f"{out['mi']:.3f}")]
+        if "mi" not in out:
+            return []
+        whole = out["mi_sentences"] == out.get("sentences", out["mi_sentences"])
+        label = cls.rows[0].label if whole else f"MI ({out['mi_sentences']} sentences: not comparable)"
+        return [(label + mi_note(out["mi"]), f"{out['mi']:.3f}")]
 
 
 @register

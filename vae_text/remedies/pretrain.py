@@ -30,6 +30,9 @@ class EncoderPretraining(Remedy):
 
     def __init__(self, pretrain_epochs: Annotated[int, Range(ge=0)] = 0,
                  pretrain_converge: bool = False):
+        if pretrain_converge and not pretrain_epochs:  # the switch is off: it would do nothing
+            raise ConfigError("remedy.pretrain_converge=true needs remedy.pretrain_epochs=<N> (the "
+                              "autoencoder phase's cap, e.g. 20): without it encoder pretraining is off")
         # converge: the AE phase as a run of its own (best val rec, the lr plateau rule), ending
         # at train.max_lr_decays decays or after pretrain_epochs; the VAE starts from its best
         self.epochs, self.converge = pretrain_epochs, pretrain_converge

@@ -173,3 +173,107 @@ def plot_validation(rows: list[dict], curves: list[tuple], path: Path,
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return drawn
+
+
+def plot_rate_distortion(rows: list[dict], path: Path) -> list[str]:
+    """KL (rate) against rec (distortion) per finished run, with beta = 1 ELBO iso-lines.
+    Returns the point labels drawn, in order of KL."""
+    import matplotlib.pyplot as plt
+
+    fig, labels = rate_distortion_figure(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return labels
+
+
+def rate_distortion_figure(rows: list[dict]):
+    """The figure of `plot_rate_distortion` and its point labels. The rate axis starts at 0 (a
+    KL is never negative; a Monte Carlo KL a hair below 0 moves it left just enough)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if is_done(r)]
+    labels = []
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if done:
+        kl = [r["kl"] for r in done]
+        rec = [r["rec"] for r in done]
+        betas = [r["beta"] for r in done]
+        by_beta = None not in betas and len(set(betas)) == len(betas)  # a beta sweep
+        ax.scatter(kl, rec, color="tab:blue", zorder=3, clip_on=False)  # whole markers on the axis at KL 0
+        for i, r in enumerate(sorted(done, key=lambda r: r["kl"])):  # neighbours: labels above/below
+            label = f"β={r['beta']:g}" if by_beta else r["run"]
+            labels.append(label)
+            ax.annotate(label, (r["kl"], r["rec"]), textcoords="offset points",
+                        xytext=(5, 4 if i % 2 == 0 else -11), fontsize=8)
+        wide = max(kl) > 50 * (min(kl) + 1)  # e.g. a beta = 0 job beside collapsed ones: symlog axis
+        x_lo = min(0.0, *kl)
+        x_hi = max(kl) * 2 if wide else max(kl) * 1.15 + 1.0
+        if wide:
+            ax.set_xscale("symlog", linthresh=1.0)
+        y_lo, y_hi = min(rec) - 2.0, max(rec) + 2.0
+        best = min(a + b for a, b in zip(kl, rec))
+        xs = [x_lo + (x_hi - x_lo) * (i / 400) ** 3 for i in range(401)]  # dense: curved on symlog
+        for offset in (0.0, 2.0, 5.0, 10.0, 20.0):  # equal -ELBO (beta = 1): rec = c - KL
+            c = best + offset
+            ax.plot(xs, [c - x for x in xs], ls="--", lw=0.8, color="grey", zorder=1)
+        ax.text(0.99, 0.98, f"dashed: β = 1 −ELBO = {best:.1f} (best run) + 0, 2, 5, 10, 20 nats",
+                transform=ax.transAxes, ha="right", va="top", fontsize=7, color="grey")
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+    ax.set(xlabel="rate: KL (nats / sentence)", ylabel="distortion: rec (nats / sentence)",
+           title="rate-distortion on the test set")
+    fig.tight_layout()
+    return fig, labels
+
+
+CURVE_KEYS = ("train/rec", "train/rec_per_token", "train/kl", "train/beta", "val/rec", "val/kl",
+              "val/sentences", "val/tokens")  # what `plot_curves` reads of each run's metrics.jsonl
+
+
+def plot_curves(rows: list[dict], histories: list[dict], path: Path) -> list[str]:
+    """Train (solid) and validation (dashed) curves against step: rec per token, KL, β.
+    `histories`: each row's {key: (steps, values)} of CURVE_KEYS. Returns the legend's labels."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(rows, histories)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend below the panels is in the picture
+    labels = [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else []
+    plt.close(fig)
+    return labels
+
+
+def curves_figure(rows: list[dict], histories: list[dict]):
+    """The figure of `plot_curves`. Only runs with a curve are in the legend (a job that failed
+    before its first log line has none); the legend sits below the panels, clear of their x
+    labels. A run keeps its colour C<i> by its place in `rows`, as on the other figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    drawn = [i for i, curves in enumerate(histories) if any(steps for steps, _ in curves.values())]
+    for i, label in zip(drawn, run_labels([rows[i] for i in drawn]), strict=True):
+        curves, color = histories[i], f"C{i % 10}"
+        axes[0].plot(*per_token(curves, "train"), lw=1, color=color, label=label)
+        axes[0].plot(*per_token(curves, "val"), lw=1.5, ls="--", marker=".", color=color)
+        axes[1].plot(*curves["train/kl"], lw=1, color=color)
+        axes[1].plot(*curves["val/kl"], lw=1.5, ls="--", marker=".", color=color)
+        axes[2].plot(*curves["train/beta"], lw=1, color=color)
+    axes[0].set(title="reconstruction", ylabel="rec (nats / token)")
+    axes[1].set(title="KL", ylabel="KL (nats / sentence)")
+    axes[2].set(title="KL weight β", ylabel="β")
+    for ax in axes:
+        ax.set_xlabel("step (optimizer updates)")
+    axes[1].set_yscale("symlog", linthresh=1.0)  # an autoencoder phase's KL dwarfs the rest
+    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        columns = min(len(labels), 6, max(1, 150 // max(map(len, labels))))  # long labels: fewer
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=columns, fontsize=8, title_fontsize=8,
+                   title="solid: train (mean over log_every steps), dashed: validation")
+    return fig

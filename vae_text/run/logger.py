@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from vae_text.config import LoggerConfig
+from vae_text.core.errors import ConfigError
 from vae_text.core.utils import _finite, atomic_write
+from vae_text.metrics.information import mi_note
 
 log = logging.getLogger("vae_text")
 
@@ -36,6 +38,31 @@ def named_after_job(cfg: LoggerConfig) -> LoggerConfig:
         cfg, run_name=cfg.run_name or (not sweep and hc.job.override_dirname) or Path(hc.runtime.output_dir).name,
         group=cfg.group or (f"{Path(hc.sweep.dir).parent.name}/{Path(hc.sweep.dir).name}"
                             if sweep else None))
+
+
+def check_wandb_login(cfg: LoggerConfig, option: str = "logger.mode") -> None:
+    """`logger=wandb logger.mode=online` needs an API key: without one (WANDB_API_KEY, a
+    WANDB_IDENTITY_TOKEN_FILE, or the netrc entry `wandb login` writes for the server) say so in
+    one line before any data is read, where wandb.init would raise a traceback after it. Reads
+    the environment and the netrc file only: nothing is sent anywhere. `option`: the setting's
+    name in the command (vae_text.report's is --wandb-mode)."""
+    if cfg.name != "wandb" or cfg.mode != "online":
+        return
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return
+    import netrc
+    from urllib.parse import urlsplit
+
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        if host and path.is_file() and (netrc.netrc(str(path)).authenticators(host) or ("",) * 3)[2]:
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass  # an unreadable netrc holds no key we can use
+    raise ConfigError(f"{option}=online needs a wandb API key and none is set for {host}: run "
+                      f"`wandb login` (or set WANDB_API_KEY), or log offline with {option}=offline "
+                      f"(`wandb sync` uploads later)")
 
 
 class MetricsLogger:
@@ -196,7 +223,8 @@ def closing_summary(results: dict, run_dir: Path, monitor: str) -> str:
     test = results["test"]
     shown = [("rec", "rec"), ("kl", "KL"), ("neg_elbo", "-ELBO"), ("nll_iw", "IW-NLL"),
              ("ppl_iw", "IW-PPL"), ("nll", "NLL"), ("ppl", "PPL"), ("mi", "MI"), ("au", "AU")]
-    numbers = ", ".join(f"{label} {_fmt(test[k])}" for k, label in shown if k in test)
+    numbers = ", ".join(f"{label} {_fmt(test[k])}{mi_note(test[k]) if k == 'mi' else ''}"
+                        for k, label in shown if k in test)
     k = f" (K={test['iw_samples']})" if "iw_samples" in test else ""
     minutes = (results["train_seconds"] + results["test_seconds"]) / 60
     return "\n".join([
