@@ -65,7 +65,7 @@ def test_quick_model_trains_once_and_loads_from_anywhere(corpus_dir, tmp_path, m
     first = (run / "results.json").stat().st_mtime_ns
     assert quick_model(run, tiny) == run and (run / "results.json").stat().st_mtime_ns == first
     monkeypatch.chdir(tmp_path)
-    vae = TextVAEPipeline.load(run, device="cpu")
+    vae = TextVAEPipeline.from_pretrained(run, device="cpu")
     assert len(vae.sentences("test")) == 37
 
 
