@@ -8,6 +8,7 @@ import pickle
 import re
 import shutil
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,9 +159,12 @@ def test_from_pretrained_a_repository_id_in_the_hub_cache(vae, tmp_path):
                                               "not provide it"):
         TextVAEPipeline.from_pretrained("alice/absent", cache_dir=tmp_path / "hub_cache",
                                         local_files_only=True)
-    with pytest.raises(CheckpointError, match="nor a hub repository id"):
-        TextVAEPipeline.from_pretrained("no such/folder", cache_dir=tmp_path / "hub_cache",
+    with pytest.raises(CheckpointError, match="nor a hub repository id"):  # looks like one, is not
+        TextVAEPipeline.from_pretrained("alice/two--dashes", cache_dir=tmp_path / "hub_cache",
                                         local_files_only=True)
+    for path in ("no such/folder", "./alice/tiny-vae", "runs/a/b", "alice/best.pt"):  # paths
+        with pytest.raises(CheckpointError, match=f"^{re.escape(str(Path(path)))}: checkpoint not found"):
+            TextVAEPipeline.from_pretrained(path, cache_dir=tmp_path / "hub_cache")
 
 
 def test_push_to_hub_offline_is_one_line(vae, monkeypatch):

@@ -17,6 +17,7 @@ huggingface_hub, so its token, cache, `HF_ENDPOINT` and `HF_HUB_OFFLINE` apply.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,6 +36,7 @@ from vae_text.run.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoi
 from vae_text.run.parts import saved_model
 
 FORMAT = "vae_text-export-v1"  # config.json's `format`: what reads this folder
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(?<!\.pt)")  # <user>/<repo>, not a local path
 
 
 class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
@@ -125,7 +127,7 @@ class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
                          cache_dir: str | Path | None, force_download: bool,
                          local_files_only: bool, token: str | bool | None, device: str = "auto"):
         path, device = Path(model_id), pick_device(device)
-        if path.exists():
+        if path.exists() or not REPO_ID.fullmatch(model_id):  # a path: its own one-line error
             loaded = load_any(path, device)
         else:
             loaded = read_folder(Path(_download(model_id, revision, cache_dir, force_download,
