@@ -137,7 +137,7 @@ def test_a_used_folder_is_refused_or_replaced_whole(vae, run_dir, tmp_path):
     with pytest.raises(OutputError, match=f"^{re.escape(str(run_dir))} is a run directory: save"):
         vae.save_pretrained(run_dir, overwrite=True)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match="is a file, not a folder"):
+    with pytest.raises(OutputError, match="is a file or a link, not a folder"):
         vae.save_pretrained(tmp_path / "file", overwrite=True)
     (tmp_path / "empty").mkdir()
     assert (vae.save_pretrained(tmp_path / "empty") / "model.safetensors").is_file()
@@ -176,3 +176,34 @@ def test_push_to_hub_offline_is_one_line(vae, monkeypatch):
     message = str(err.value)
     assert message.startswith("push_to_hub alice/tiny-vae: Cannot reach https://")
     assert "offline mode is enabled" in message and "\n" not in message
+
+
+def test_push_to_hub_uploads_the_saved_folder_and_replaces_the_repository(vae, monkeypatch):
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi, ModelCard
+
+    uploads = []
+
+    def upload_folder(self, *, folder_path, **kwargs):  # what huggingface_hub would send
+        card = ModelCard.load(folder_path / "README.md")
+        uploads.append(({p.name for p in folder_path.iterdir()}, card, kwargs))
+        return "https://hub.example/alice/tiny-vae/commit/1"
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    assert vae.push_to_hub("alice/tiny-vae") == "https://hub.example/alice/tiny-vae/commit/1"
+    vae.push_to_hub("alice/tiny-vae", keep_other_files=True)
+    (names, card, kwargs), (_, _, keeping) = uploads
+    assert names == {"config.json", "model.safetensors", "vocab.json", "README.md", "metrics.json"}
+    assert card.data.model_name == "alice/tiny-vae" and len(card.data.eval_results) == 5
+    assert "from_pretrained('alice/tiny-vae')" in card.text
+    assert kwargs["repo_id"] == "alice/tiny-vae" and kwargs["delete_patterns"] == "*"
+    assert keeping["delete_patterns"] is None
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(vae, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    target = tmp_path / "afile" / "tiny"
+    with pytest.raises(OutputError, match=f"^{re.escape(str(target))}: cannot write beside it"):
+        vae.save_pretrained(target)

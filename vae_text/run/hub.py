@@ -55,15 +55,20 @@ class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
         the card's snippet loads (default: this folder's absolute path). Returns the folder."""
         folder = Path(save_directory)
         _check_target(folder, overwrite)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        except OSError as err:
+            raise OutputError(f"{folder}: cannot write beside it ({_first_line(err)})") from None
         try:
             super().save_pretrained(staging, model_card_kwargs={
-                "model_id": repo_id or str(folder.resolve()), "name": (repo_id or folder.name)})
+                "model_id": repo_id or str(folder.resolve()), "name": repo_id or folder.name})
             card.readable(staging)
             if folder.exists():
-                shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+                shutil.rmtree(folder)
             staging.rename(folder)
+        except OSError as err:
+            raise OutputError(f"{folder}: {_first_line(err)}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder
@@ -203,8 +208,9 @@ def _folder_tokenizer(folder: Path, itos: list[str]) -> Tokenizer:
 def _check_target(folder: Path, overwrite: bool) -> None:
     """A save_pretrained target: absent or empty, or replaced whole when `overwrite`; never a
     run directory or a file."""
-    if folder.is_file() or folder.is_symlink():
-        raise OutputError(f"{folder} is a file, not a folder: give save_pretrained a folder path")
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise OutputError(f"{folder} is a file or a link, not a folder: give save_pretrained a "
+                          f"folder path")
     if (folder / CHECKPOINT_DIR).is_dir() or (folder / "results.json").is_file():
         raise OutputError(f"{folder} is a run directory: save the model into a folder of its own")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
