@@ -89,6 +89,9 @@ def test_export_round_trip_gives_identical_logits(vae, tmp_path):
         b = again.model.reconstruction(batch.tokens, z)
     assert torch.equal(a, b)
     assert TextVAEPipeline.from_pretrained(folder).reconstruct(CORPUS) == CORPUS
+    card = (folder / "README.md").read_text()  # built in Python: no data, no metrics, no command
+    assert "The model's config names no data" in card and "model-index" not in card
+    assert "datasets" not in card and "Not evaluated" in card
 
 
 def test_corrupt_or_mismatched_export_is_a_clear_error(vae, tmp_path):

@@ -97,7 +97,7 @@ def build_card(base: ModelCardData, config: dict[str, Any], vocab_size: int,
     model, data, tok = config.get("model", {}), config.get("data", {}), config.get("tokenizer", {})
     numbers, command = saved.get("test") or {}, saved.get("command")
     results = eval_results(numbers, data)
-    card_data = ModelCardData(**{**base.to_dict(), "datasets": [dataset_id(data)],
+    card_data = ModelCardData(**{**base.to_dict(), "datasets": [dataset_id(data)] if data else None,
                                  "model_name": name if results else None,
                                  "eval_results": results or None})
     kind = "language model" if model.get("kind") == "lm" else "variational autoencoder"
@@ -125,6 +125,8 @@ def build_card(base: ModelCardData, config: dict[str, Any], vocab_size: int,
 
 
 def _data_line(data: dict[str, Any]) -> str:
+    if not data:
+        return "The model's config names no data (it was built in Python, not trained by vae_text)."
     if data.get("source", "files") == "files":
         files = ", ".join(Path(str(f)).name for f in (data.get("files") or {}).values())
         fetched = f" (from the hub dataset {data['hub']['id']})" if data.get("hub") else ""
