@@ -109,8 +109,8 @@ def test_entry_points_evaluate_sample_export_and_resume(corpus_dir, tmp_path):
     assert len(sample({"checkpoint": str(first), "mode": "interpolate", "sentences": two,
                        "steps": 3, "device": DEVICE})) == 3
 
-    vae = TextVAEPipeline.load(first, device=DEVICE)
-    folder = vae.export(tmp_path / "export")
+    vae = TextVAEPipeline.from_pretrained(first, device=DEVICE)
+    folder = vae.save_pretrained(tmp_path / "export")
     again = TextVAEPipeline.from_pretrained(folder, device=DEVICE)
     assert again.device.type == DEVICE
     assert torch.allclose(again.encode(two).mean, vae.encode(two).mean)

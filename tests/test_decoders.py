@@ -143,7 +143,7 @@ def test_a_decoder_registered_from_outside_trains_evaluates_and_decodes(corpus_d
     test = results["test"]
     assert len(test["kl_per_dim"]) == 6 and math.isfinite(test["nll_iw"])
     assert 0 <= test["token_accuracy"] <= 1 and "recon_bleu" in test
-    vae = TextVAEPipeline.load(tmp_path / "run", device="cpu")
+    vae = TextVAEPipeline.from_pretrained(tmp_path / "run", device="cpu")
     assert isinstance(vae.model.decoder, _Bigram) and vae.model.decoder.embed.embedding_dim == 10
     for strategy in ("greedy", "beam", "top_p"):
         assert len(vae.sample(3, strategy, seed=0, max_len=12)) == 3

@@ -231,7 +231,7 @@ def test_a_prior_registered_from_outside_trains_end_to_end(corpus_dir, tmp_path,
     mc = train(compose_cfg(overrides), tmp_path / "mc")["test"]
     assert "kl_per_dim" not in mc and math.isfinite(mc["kl"]) and mc["nll_iw"] > 0
     assert mc["neg_elbo"] == pytest.approx(mc["rec"] + mc["kl"])
-    vae = TextVAEPipeline.load(tmp_path / "mc", device="cpu")
+    vae = TextVAEPipeline.from_pretrained(tmp_path / "mc", device="cpu")
     assert isinstance(vae.model.prior, _ScaledNormal) and vae.model.prior.scale == 2.0
     assert len(vae.sample(3, seed=0)) == 3
     # registering the closed form switches the KL to it, per dimension

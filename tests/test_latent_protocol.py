@@ -134,7 +134,7 @@ def test_each_family_trains_end_to_end_on_the_tiny_corpus_and_reloads(experiment
     result = train(compose_cfg(overrides), tmp_path / experiment)["test"]
     assert all(math.isfinite(result[k]) for k in ("rec", "kl", "nll_iw", "mi"))
     assert "kl_per_dim" not in result and result["nll_iw"] <= result["neg_elbo"] + 1.0
-    vae = TextVAEPipeline.load(tmp_path / experiment, device="cpu")
+    vae = TextVAEPipeline.from_pretrained(tmp_path / experiment, device="cpu")
     assert isinstance(vae.model.prior, PRIORS[model.prior])
     assert isinstance(vae.model.head, POSTERIORS[model.posterior])
     assert len(vae.sample(2, seed=0)) == 2

@@ -11,6 +11,7 @@ from conftest import ROOT, compose_cfg, tiny_overrides, write_corpus
 from vae_text.core.errors import CheckpointError
 from vae_text.pipeline import TextVAEPipeline
 from vae_text.quick import notebook_checkpoint, quick_model
+from vae_text.run.card import train_command
 from vae_text.train import train
 
 NOTEBOOK = ROOT / "notebooks" / "sample.ipynb"
@@ -64,8 +65,10 @@ def test_quick_model_trains_once_and_loads_from_anywhere(corpus_dir, tmp_path, m
     assert quick_model(run, tiny) == run
     first = (run / "results.json").stat().st_mtime_ns
     assert quick_model(run, tiny) == run and (run / "results.json").stat().st_mtime_ns == first
+    assert train_command(run).startswith("python -m vae_text.train +experiment=smoke "
+                                         "data.max_sentences=1000")  # for the model card
     monkeypatch.chdir(tmp_path)
-    vae = TextVAEPipeline.load(run, device="cpu")
+    vae = TextVAEPipeline.from_pretrained(run, device="cpu")
     assert len(vae.sentences("test")) == 37
 
 

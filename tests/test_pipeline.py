@@ -78,7 +78,7 @@ def test_slerp_keeps_the_norm_between_equal_norm_points():
 
 
 def test_export_round_trip_gives_identical_logits(vae, tmp_path):
-    folder = vae.export(tmp_path / "export")
+    folder = vae.save_pretrained(tmp_path / "export")
     again = TextVAEPipeline.from_pretrained(folder, device="cpu")
     batch = vae._batch(CORPUS)
     z = torch.randn(5, 6)
@@ -88,15 +88,18 @@ def test_export_round_trip_gives_identical_logits(vae, tmp_path):
         a = vae.model.reconstruction(batch.tokens, z)
         b = again.model.reconstruction(batch.tokens, z)
     assert torch.equal(a, b)
-    assert TextVAEPipeline.load(folder).reconstruct(CORPUS) == CORPUS
+    assert TextVAEPipeline.from_pretrained(folder).reconstruct(CORPUS) == CORPUS
+    card = (folder / "README.md").read_text()  # built in Python: no data, no metrics, no command
+    assert "The model's config names no data" in card and "model-index" not in card
+    assert "datasets" not in card and "Not evaluated" in card
 
 
 def test_corrupt_or_mismatched_export_is_a_clear_error(vae, tmp_path):
-    folder = vae.export(tmp_path / "export")
+    folder = vae.save_pretrained(tmp_path / "export")
     (folder / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="unreadable export"):
+    with pytest.raises(CheckpointError, match="unreadable model folder"):
         TextVAEPipeline.from_pretrained(folder)
-    folder = vae.export(tmp_path / "export2")
+    folder = vae.save_pretrained(tmp_path / "export2")
     config = json.loads((folder / "config.json").read_text())
     config["model"]["latent_size"] = 7
     (folder / "config.json").write_text(json.dumps(config))

@@ -1,4 +1,4 @@
-"""Exports people can share: a model card, readable files, evaluate on an export folder."""
+"""Folders people can share: a model card, readable files, evaluate on a saved folder."""
 
 import json
 import os
@@ -30,26 +30,30 @@ def run_dir(corpus_dir, tmp_path):
     return run
 
 
-def test_export_is_a_model_card_and_evaluate_reads_it(run_dir, tmp_path):
-    folder = TextVAEPipeline.load(run_dir, device="cpu").export(tmp_path / "exports" / "tiny")
+def test_saved_folder_has_a_model_card_and_evaluate_reads_it(run_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    vae = TextVAEPipeline.from_pretrained(run_dir, device="cpu")
+    folder = vae.save_pretrained(tmp_path / "exports" / "tiny")
     test = json.loads((run_dir / "eval_test.json").read_text())
-    card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: vae_text")
-    assert f"| IW-NLL (nats/sentence) | {test['nll_iw']:.4g} |" in card
-    assert "python -m vae_text.train +experiment=smoke" in card and "train.max_steps=6" in card
-    assert "latent_size: 6" in card  # the training config
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "vae_text"
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["nll"] == test["nll_iw"]
+    assert f"| IW-NLL (nats/sentence) | {test['nll_iw']:.4g} |" in card.text
+    assert "python -m vae_text.train +experiment=smoke" in card.text and "train.max_steps=6" in card.text
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["test"]["nll_iw"] == test["nll_iw"] and metrics["test"]["sentences"] == 37
     assert metrics["command"].startswith("python -m vae_text.train")
     umask = os.umask(0)
     os.umask(umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask  # made as a temporary folder
     for path in folder.iterdir():  # safetensors alone would write model.safetensors 0600
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
-    # an export of the export keeps the card's metrics and command
-    again = TextVAEPipeline.load(folder, device="cpu").export(tmp_path / "again")
+    # a folder saved from the saved folder keeps the card's metrics and command
+    again = TextVAEPipeline.from_pretrained(folder, device="cpu").save_pretrained(tmp_path / "again")
     assert json.loads((again / "metrics.json").read_text()) == metrics
 
-    # evaluate an export folder: eval_<split>_k<K>_n<N>.json beside it, a quick look at 9 sentences
+    # evaluate a saved folder: eval_<split>_k<K>_n<N>.json beside it, a quick look at 9 sentences
     proc = cli("evaluate", f"checkpoint={folder}", "iw_samples=3", "max_sentences=9",
                "progress=false", "num_threads=1")
     assert proc.returncode == 0, proc.stderr

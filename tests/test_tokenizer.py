@@ -136,11 +136,11 @@ def test_sentencepiece_run_needs_no_cache_to_evaluate_sample_and_export(sp_run, 
     for key in ("rec", "kl", "nll_iw", "ppl_iw", "tokens", "model_tokens"):
         assert again[key] == pytest.approx(test[key], rel=1e-6), key
 
-    vae = TextVAEPipeline.load(run, device="cpu")
+    vae = TextVAEPipeline.from_pretrained(run, device="cpu")
     sentence = "the big cat sees the dog"
     assert len(vae.reconstruct([sentence])[0].split()) > 0
     assert all(isinstance(s, str) for s in vae.sample(3, decoding="sample", seed=0))
-    folder = vae.export(tmp_path / "export")
+    folder = vae.save_pretrained(tmp_path / "export")
     assert (folder / "tokenizer.model").read_bytes() == model_file
     back = TextVAEPipeline.from_pretrained(folder, device="cpu")
     assert back.reconstruct([sentence]) == vae.reconstruct([sentence])

@@ -98,8 +98,8 @@ def test_export_from_pretrained_and_the_sample_cli(corpus_dir, tmp_path):
     train(compose_cfg(tiny_overrides(corpus_dir, *TRANSFORMERS, "model.decoder_args.tie_embeddings=true",
                                      "model.decoder_args.memory_slots=2", "train.epochs=1",
                                      "eval.iw_samples=2")), run)
-    vae = TextVAEPipeline.load(run, device="cpu")
-    again = TextVAEPipeline.from_pretrained(vae.export(tmp_path / "export"), device="cpu")
+    vae = TextVAEPipeline.from_pretrained(run, device="cpu")
+    again = TextVAEPipeline.from_pretrained(vae.save_pretrained(tmp_path / "export"), device="cpu")
     sentences = ["the cat sees the dog", "the old bird eats the fish and likes the car"]
     batch = vae._batch(sentences)
     z = torch.randn(2, 6, generator=torch.Generator().manual_seed(0))

@@ -30,8 +30,8 @@ from vae_text.data.text import read_split
 from vae_text.metrics import METRICS, Row, evaluate
 from vae_text.metrics.iw import readout_line
 from vae_text.metrics.progress import progress_file
-from vae_text.pipeline import load_any
 from vae_text.run.command import hydra_entry
+from vae_text.run.hub import load_any
 from vae_text.run.parts import check_eval
 
 log = logging.getLogger("vae_text")

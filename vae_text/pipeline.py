@@ -1,13 +1,13 @@
 """A trained model as a Python object: encode, decode, sample, reconstruct, interpolate.
 
     from vae_text.pipeline import TextVAEPipeline
-    vae = TextVAEPipeline.load("outputs/2026-11-24/19-00-00")       # run dir, .pt or export folder
+    vae = TextVAEPipeline.from_pretrained("outputs/2026-11-24/19-00-00")  # run dir, .pt, folder
     vae.sample(5, decoding="top_p", seed=0)
     vae.reconstruct(["the company said it expects to report a loss"])
     vae.interpolate("the stock fell", "the bank raised its rates", steps=5, method="slerp")
-    vae.export("exports/ptb_vae")              # config.json + safetensors + vocab (+ tokenizer.model)
+    vae.save_pretrained("exports/ptb_vae")     # config.json, model.safetensors, vocab, model card
     TextVAEPipeline.from_pretrained("exports/ptb_vae")     # or "<user>/<repo>" on the hub
-    vae.push_to_hub("<user>/<repo>")                       # huggingface_hub's ModelHubMixin
+    vae.push_to_hub("<user>/<repo>")           # loading and sharing: vae_text.run.hub
 
 No Hydra needed. Sentences are split on whitespace, then tokenized with the model's own tokenizer
 (words or sentencepiece): give them as the training data was written (PTB: lower case, numbers as
@@ -16,104 +16,26 @@ N); unknown words become <unk>.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from vae_text.core.errors import CheckpointError
-from vae_text.core.utils import atomic_write, pick_device, write_json
 from vae_text.data.batches import collate
 from vae_text.data.corpus import encode_split
-from vae_text.data.locate import Loaded, is_export, resolve_data
-from vae_text.data.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
+from vae_text.data.locate import resolve_data
+from vae_text.data.tokenizer import Tokenizer
 from vae_text.model.decoding import DecodeConfig, decode
 from vae_text.model.latent import Posterior
-from vae_text.model.textvae import TextVAE, build_model
-from vae_text.run.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
+from vae_text.model.textvae import TextVAE
 from vae_text.run.hub import HubMixin
-from vae_text.run.parts import saved_model
-
-EXPORT_FORMAT = "vae_text-export-v1"
 
 
-class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretrained: vae_text.run.hub
+class TextVAEPipeline(HubMixin):  # from_pretrained, save_pretrained, push_to_hub: vae_text.run.hub
     def __init__(self, model: TextVAE, tokenizer: Tokenizer, config: dict):
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.device = next(model.parameters()).device
-        self.home: Path | None = None  # the run directory or export folder it was loaded from
-
-    # --- loading and sharing --------------------------------------------------------------------
-
-    @classmethod
-    def load(cls, path: str | Path, device: str = "auto",
-             num_threads: int | None = None) -> TextVAEPipeline:
-        """From a run directory (its best.pt), a checkpoint file, or an exported folder;
-        `num_threads` sets torch's CPU threads (None: PyTorch's default)."""
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        loaded = load_any(path, pick_device(device))
-        pipe = cls(loaded.model, loaded.tokenizer, loaded.config)
-        pipe.home = loaded.home
-        return pipe
-
-    def export(self, folder: str | Path) -> Path:
-        """A folder to share: config.json (the training config), model.safetensors, vocab.json
-        (and tokenizer.model for a sentencepiece model), and its model card: README.md and
-        metrics.json (vae_text.run.card)."""
-        from safetensors.torch import save
-
-        from vae_text.run.card import readable, write_card
-
-        folder = Path(folder)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        atomic_write(folder / "model.safetensors", save(state))
-        atomic_write(folder / "vocab.json", json.dumps(self.tokenizer.itos, ensure_ascii=False))
-        if isinstance(self.tokenizer, SentencePieceTokenizer):
-            self.tokenizer.save(folder / "tokenizer.model")
-        write_json(folder / "config.json", {"format": EXPORT_FORMAT, **self.config})
-        write_card(folder, self.config, len(self.tokenizer), self.home)
-        readable(folder)
-        return folder
-
-    @classmethod
-    def load_export(cls, folder: str | Path, device: str = "auto") -> TextVAEPipeline:
-        """From an export folder (`from_pretrained` takes a hub repository id too)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        folder, device = Path(folder), pick_device(device)
-        for name in ("config.json", "model.safetensors", "vocab.json"):
-            if not (folder / name).is_file():
-                raise CheckpointError(f"{folder}: missing {name}; an export folder holds "
-                                      f"config.json, model.safetensors and vocab.json")
-        try:
-            config = json.loads((folder / "config.json").read_text())
-            itos = json.loads((folder / "vocab.json").read_text())
-            state = load_file(str(folder / "model.safetensors"), device=str(device))
-        except (json.JSONDecodeError, SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{folder}: unreadable export ({str(err)[:120]}); "
-                                  f"export the model again") from None
-        if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
-            raise CheckpointError(f"{folder}/config.json: not a {EXPORT_FORMAT} folder")
-        if not isinstance(config.get("model"), dict):
-            raise CheckpointError(f"{folder}/config.json: no `model` section (the model config); "
-                                  f"export the model again")
-        if not isinstance(itos, list) or not all(isinstance(w, str) for w in itos):
-            raise CheckpointError(f"{folder}/vocab.json: not a list of tokens (id -> token); "
-                                  f"export the model again")
-        tokenizer = _export_tokenizer(folder, itos)
-        model = build_model(saved_model(config), tokenizer)  # the run's plugins imported first
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise CheckpointError(f"{folder}: the weights do not match config.json and vocab.json "
-                                  f"({str(err).splitlines()[0][:120]})") from None
-        config = {k: v for k, v in config.items() if k != "format"}
-        pipe = cls(model.to(device), tokenizer, config)
-        pipe.home = folder
-        return pipe
+        self.home: Path | None = None  # the run directory or saved folder it was loaded from
 
     def sentences(self, split: str = "test") -> list[str]:
         """A split of the corpus the model was trained on (files or `datasets`), one string each."""
@@ -196,32 +118,3 @@ def interpolate(a: Tensor, b: Tensor, t: float, method: str = "linear") -> Tenso
 
 
 __all__ = ["TextVAEPipeline", "interpolate"]
-
-
-def _export_tokenizer(folder: Path, itos: list[str]) -> Tokenizer:
-    """The export's tokenizer: words from vocab.json, or tokenizer.model checked against it."""
-    from vae_text.core.errors import DataError
-
-    path = folder / "tokenizer.model"
-    try:
-        if not path.is_file():
-            return Vocab(itos)
-        tokenizer = SentencePieceTokenizer(path.read_bytes())
-    except DataError as err:
-        raise CheckpointError(f"{folder}: {err}") from None
-    if tokenizer.itos != itos:
-        raise CheckpointError(f"{path}: its {len(tokenizer)} pieces do not match vocab.json "
-                              f"({len(itos)} entries) the model was trained with; export the model again")
-    return tokenizer
-
-
-def load_any(path: str | Path, device: torch.device | str = "cpu") -> Loaded:
-    """A run directory (its best.pt), a checkpoint file, or an export folder."""
-    path = Path(path)
-    if is_export(path):
-        pipe = TextVAEPipeline.load_export(path, device)
-        return Loaded(pipe.model, pipe.tokenizer, pipe.config, path, path)
-    file = resolve_checkpoint(path)
-    model, tokenizer, config = load_model(file, device)
-    home = file.parent.parent if file.parent.name == CHECKPOINT_DIR else file.parent
-    return Loaded(model, tokenizer, config, home, file)

@@ -52,7 +52,19 @@ def quick_model(run_dir: str | Path | None = None, overrides: list[str] = ()) ->
     cfg = compose_train([*QUICK, *paths, *overrides])
     log.info("training a quick model into %s (a minute or two on a CPU)", run_dir)
     train(cfg, run_dir)
+    record_command(run_dir, [*QUICK, *overrides])
     return run_dir
+
+
+def record_command(run_dir: Path, overrides: list[str]) -> None:
+    """The overrides that train the same model with `python -m vae_text.train` from the project
+    root, where Hydra keeps a command-line run's (.hydra/overrides.yaml): the model card names the
+    command (vae_text.run.card). The absolute data paths quick_model adds are left out."""
+    import yaml
+
+    from vae_text.core.utils import atomic_write
+
+    atomic_write(run_dir / ".hydra" / "overrides.yaml", yaml.safe_dump(list(overrides)))
 
 
 def notebook_checkpoint(path: str | Path | None) -> Path:

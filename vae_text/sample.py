@@ -31,7 +31,7 @@ def run(cfg: DictConfig | SampleConfig) -> list[str]:
         cfg = section(SampleConfig, cfg, "")
     plugins.load(cfg.plugins)  # the run's own plugins come with its checkpoint (parts.saved_model)
     decoding = cfg  # a SampleConfig is the DecodeConfig of its decoding keys
-    vae = TextVAEPipeline.load(cfg.checkpoint, device=str(cfg.device), num_threads=cfg.num_threads)
+    vae = TextVAEPipeline.from_pretrained(cfg.checkpoint, device=str(cfg.device), num_threads=cfg.num_threads)
     if cfg.mode == "sample":
         lines = vae.sample(int(cfg.n), decoding, seed=cfg.seed)
         return [f"{i + 1:3d}. {s}" for i, s in enumerate(lines)]

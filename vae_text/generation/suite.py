@@ -151,7 +151,7 @@ def reverse_ppl(samples: Sentences, test: Sentences, tokenizer: Tokenizer, cfg: 
 def load_reference(path: str, device: torch.device | str) -> tuple[TextVAE, Tokenizer]:
     from vae_text.pipeline import TextVAEPipeline
 
-    pipe = TextVAEPipeline.load(path, device=str(device))
+    pipe = TextVAEPipeline.from_pretrained(path, device=str(device))
     return pipe.model, pipe.tokenizer
 
 
