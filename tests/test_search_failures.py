@@ -156,6 +156,11 @@ def test_a_sqlite_study_runs_and_continues_when_relaunched_with_more_trials(corp
     assert len(list(sweep.glob("*/results.json"))) == 3
     for out in (first.stdout, first.stderr, second.stdout, second.stderr):
         assert "\x1b[" not in out and "setup plugin" not in out
+    turned = launch(*args, "hydra.sweeper.n_trials=4", "hydra.sweeper.direction=maximize")
+    assert turned.returncode == 2
+    assert turned.stderr.strip() == (f"error: hydra.sweeper.direction=maximize: study ptb_optuna in "
+                                     f"sqlite:///{db} was made to minimize; use that, or another "
+                                     f"hydra.sweeper.study_name")
 
 
 @pytest.mark.slow

@@ -122,14 +122,15 @@ class OptunaSearch(OptunaSweeperImpl):
                                         sampler=self.sampler, direction=self.direction,
                                         load_if_exists=True)
         except Exception as err:  # noqa: BLE001 -- optuna and SQLAlchemy raise many kinds
+            if "Cannot overwrite study direction" in str(err):  # a stored study's own direction
+                made = next(d for d in DIRECTIONS if d != self.direction)
+                raise ConfigError(
+                    f"hydra.sweeper.direction={self.direction}: study {self.study_name} in "
+                    f"{storage} was made to {made}; use that, or another hydra.sweeper.study_name"
+                ) from err
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"hydra.sweeper.storage={storage}: the study cannot be opened "
                               f"({reason})") from err
-        if study.direction.name.lower() != self.direction:
-            raise ConfigError(
-                f"hydra.sweeper.direction={self.direction}: study {study.study_name} in {storage} "
-                f"was made to {study.direction.name.lower()}; use that, or another "
-                f"hydra.sweeper.study_name")
         return study
 
     def _save_results(self, study: optuna.Study) -> None:
