@@ -27,7 +27,8 @@ def test_every_config_folder_ships_as_a_package():
 
 def test_every_code_package_ships():
     listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
-    code = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vae_text").rglob("__init__.py")}
+    code = {".".join(p.parent.relative_to(ROOT).parts) for top in ("vae_text", "hydra_plugins")
+            for p in (ROOT / top).rglob("__init__.py")}  # hydra_plugins: the Optuna search's sweeper
     assert code <= listed, f"add {sorted(code - listed)} to [tool.setuptools] packages"
     gone = sorted(p for p in listed if not p.startswith("vae_text.conf") and p not in code)
     assert not gone, f"remove {gone} from [tool.setuptools] packages: no such package"

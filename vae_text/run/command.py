@@ -30,6 +30,7 @@ def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
         from hydra.errors import HydraException
 
         register()
+        _register_search_sweeper()
         if wants_help(sys.argv[1:]):  # the command's own keys and comments (vae_text.config.help)
             print(entry_help(module_of(main)))
             return None
@@ -49,3 +50,14 @@ def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
                 os.environ["HYDRA_FULL_ERROR"] = before
 
     return wrapper
+
+
+def _register_search_sweeper() -> None:
+    """Hydra finds plugins by listing the `hydra_plugins` folders, which the import hook of an
+    editable install (`pip install -e .`) cannot list: vae_text's own sweeper (the Optuna search,
+    `hydra_plugins.vae_text_search`) is registered by name."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.vae_text_search import OptunaSearchSweeper
+
+    Plugins.instance().register(OptunaSearchSweeper)
