@@ -63,10 +63,10 @@ def data_fingerprint(cfg: DictConfig) -> dict:
     """The data a job trains and is tested on: each split file's size and sha256 (source=files,
     fetched first where training would fetch it), or the `datasets` selection with the contents
     of its local `data_files` (source=hf: the config names the hub data)."""
-    from vae_text.config import DataConfig
     from vae_text.data.text import split_files
+    from vae_text.run.parts import train_settings
 
-    data = DataConfig(**OmegaConf.to_container(cfg.data, resolve=True))
+    data = train_settings(cfg).data  # the config checked as training checks it
     if data.source == "files":
         return {split: {"file": path.name, **file_digest(path)} for split, path in split_files(data).items()}
     return {split: file_digest(Path(f)) for split, f in (data.data_files or {}).items() if Path(f).is_file()}
@@ -120,22 +120,11 @@ def run_job(cfg: DictConfig, train: Callable[[DictConfig], dict]) -> float:
     run_dir = Path(hydra.runtime.output_dir)
     handlers = _detach_file_handlers(run_dir)  # Hydra opened train.log; nothing is written to it yet
     launch = _Launch(os.environ.get(LAUNCH_ENV), hydra.job.num, run_dir.name)
-    owned = False
     try:
-        mine = identity(cfg)
-        outcome = _finished(run_dir, mine, cfg.train.monitor)
-        if outcome is None:
-            try:
-                owned = claim(run_dir, str(run_dir) if _holds_run(run_dir) else cfg.train.resume)
-            except RunDirError as err:
-                outcome = ("refused", str(err), math.nan)
-            else:
-                outcome = _finished(run_dir, mine, cfg.train.monitor)  # it may have finished meanwhile
-                if outcome is None and _holds_run(run_dir):
-                    line = _mismatch(run_dir, mine, "started")
-                    outcome = None if line is None else ("refused", line, math.nan)
-    except VaeTextError as err:  # the data cannot be read: the job fails as training would
-        outcome = ("failed", str(err), math.nan)
+        mine, problem = identity(cfg), None
+    except VaeTextError as err:  # a config or data error: training stops on it too
+        mine, problem = None, str(err)
+    outcome, owned = _admit(run_dir, mine, problem, cfg.train.monitor)
     if outcome is not None:
         _close(handlers)
         status, line, score = outcome
@@ -152,14 +141,35 @@ def run_job(cfg: DictConfig, train: Callable[[DictConfig], dict]) -> float:
         _close(handlers)
 
 
+def _admit(run_dir: Path, mine: dict | None, problem: str | None,
+           monitor: str) -> tuple[tuple[str, str, float] | None, bool]:
+    """Whether this launch runs the job (no outcome yet) and whether it locked the folder; decided
+    before anything is written into the folder."""
+    outcome = _finished(run_dir, mine, problem, monitor)
+    if outcome is not None:
+        return outcome, False
+    try:
+        owned = claim(run_dir, str(run_dir) if _holds_run(run_dir) else None)
+    except RunDirError as err:  # another launch is running it
+        return ("refused", str(err), math.nan), False
+    outcome = _finished(run_dir, mine, problem, monitor)  # it may have finished meanwhile
+    if outcome is None and mine is not None and _holds_run(run_dir):
+        line = _mismatch(run_dir, mine, "started")
+        outcome = None if line is None else ("refused", line, math.nan)
+    return outcome, owned
+
+
 def _holds_run(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "last.pt").is_file()
 
 
-def _finished(run_dir: Path, mine: dict, monitor: str) -> tuple[str, str, float] | None:
+def _finished(run_dir: Path, mine: dict | None, problem: str | None,
+              monitor: str) -> tuple[str, str, float] | None:
     results = run_dir / "results.json"
     if not results.is_file():
         return None
+    if mine is None:
+        return "failed", f"{problem} (the finished job in {run_dir} is left as it is)", math.nan
     line = _mismatch(run_dir, mine, "finished")
     if line is not None:
         return "refused", line, math.nan
@@ -167,7 +177,7 @@ def _finished(run_dir: Path, mine: dict, monitor: str) -> tuple[str, str, float]
     return "skipped", f"finished already (best_val_{monitor}={score})", float(math.nan if score is None else score)
 
 
-def _run(cfg: DictConfig, train: Callable[[DictConfig], dict], run_dir: Path, mine: dict,
+def _run(cfg: DictConfig, train: Callable[[DictConfig], dict], run_dir: Path, mine: dict | None,
          launch: _Launch) -> float:
     """The job is this launch's: record the piece, then train (or resume) it."""
     _write_hydra(run_dir, launch.hydra_subdir, cfg)
@@ -179,7 +189,8 @@ def _run(cfg: DictConfig, train: Callable[[DictConfig], dict], run_dir: Path, mi
     job = json.loads((run_dir / JOB_FILE).read_text()) if (run_dir / JOB_FILE).is_file() else {}
     piece = {"launch": launch.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "device": str(cfg.device), "num_threads": cfg.train.num_threads, "pid": os.getpid()}
-    write_json(run_dir / JOB_FILE, {"identity": mine, "pieces": [*job.get("pieces", []), piece]})
+    if mine is not None:  # else training stops on the config or data error and says so
+        write_json(run_dir / JOB_FILE, {"identity": mine, "pieces": [*job.get("pieces", []), piece]})
     try:
         score = float(train(cfg)[f"best_val_{cfg.train.monitor}"])
     except Exception as err:  # noqa: BLE001 -- any failure is this job's, not the sweep's
@@ -222,8 +233,8 @@ class _Launch:
         self.name = self.folder.name if self.folder else None
         self.num, self.job = num, job
         info = self.folder / "launch.json" if self.folder else None
-        self.hydra_subdir = (json.loads(info.read_text()).get("output_subdir") if info and info.is_file()
-                             else ".hydra")
+        # where the job's .hydra/ goes once accepted; None: Hydra wrote it (no sweep callback)
+        self.hydra_subdir = json.loads(info.read_text()).get("output_subdir") if info else None
 
     def record(self, status: str, line: str) -> None:
         if self.folder is not None:
