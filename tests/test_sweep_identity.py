@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, tiny_overrides, write_corpus
-from vae_text.run.sweep import _name_exclusions
+from conftest import CONF, ROOT, tiny_overrides, write_corpus
+from vae_text.run.sweep import _name_exclusions, job_dirname
 from vae_text.run.sweepjob import differences
 
 
@@ -34,8 +35,15 @@ def job_bytes(sweep: Path) -> dict:
             for p in sorted(job.rglob("*")) if p.is_file()}
 
 
+def compose_cfg_hydra():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("train", return_hydra_config=True)
+
+
 def exclusions(tmp_path, task, params=None):
-    config = OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}})
+    listed = compose_cfg_hydra().hydra.job.config.override_dirname.exclude_keys
+    config = OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {"params": params},
+                                         "job": {"config": {"override_dirname": {"exclude_keys": listed}}}}})
     return _name_exclusions(config, tmp_path)
 
 
@@ -47,11 +55,15 @@ def test_job_folders_are_named_after_what_varies(tmp_path):
     assert "seed" not in later and "objective.kl_weight" not in later and "data.dir" in later
     # where the data lies or how a job runs names a job only when a launch sweeps it
     assert "device" not in exclusions(tmp_path, ["device=cpu,cuda"])
+    assert "experiment" not in exclusions(tmp_path, ["+experiment=smoke,ptb"])
     # an Optuna search: its sampled parameters name the trial folders, nothing else does
     optuna = exclusions(tmp_path / "optuna", ["+experiment=ptb", "train.max_steps=5", "model.latent_size=6"],
                         {"optim.lr": "tag(log, interval(1e-4, 3e-3))", "objective.kl_weight": "interval(0.1, 1.0)"})
     assert {"experiment", "train.max_steps", "model.latent_size"} <= set(optuna)
     assert not {"optim.lr", "objective.kl_weight"} & set(optuna)
+    trial = job_dirname(["+experiment=ptb", "train.max_steps=5", "model.latent_size=6",
+                         "objective.kl_weight=0.30138168803582194", "optim.lr=0.00207614104200153"], optuna)
+    assert trial.startswith("objective.kl_weight-0.3014+optim.lr-0.002076.") and len(trial) == 53
 
 
 def test_identity_differences_name_the_keys():

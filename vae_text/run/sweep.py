@@ -16,8 +16,9 @@ Job folders are named after the overrides that vary in the sweep, made safe to p
 shell and into a Hydra override (`train.resume=multirun/kl/objective.kl_weight-0.25`):
 `key-value` items joined by `+` (see `job_dirname`). The overrides every job of the first launch
 into a sweep folder shares (`.multirun/constants.json`) name no job of that folder while they
-keep their value, nor do the keys that say where the data lies or how a job runs (`PLACE`,
-unless a launch sweeps them): a job's identity covers those.
+keep their value, nor do the keys that say where the data lies or how a job runs (train.yaml's
+`hydra.job.config.override_dirname.exclude_keys`, unless a launch sweeps them): a job's identity
+covers those.
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ from vae_text.run.sweepjob import ERROR_FILE, LAUNCH_ENV
 
 log = logging.getLogger("vae_text")
 
-NEVER = ("experiment", "hparams_search", "train.resume")  # name no job folder
-PLACE = ("data.dir", "data.cache_dir", "device", "train.num_threads", "train.progress")  # unless swept
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _FLOAT = re.compile(r"-?\d*\.\d+(e-?\d+)?")
 
@@ -102,8 +101,9 @@ def _quote(value: str) -> str:
 
 
 def _name_exclusions(config: DictConfig, sweep: Path) -> list[str]:
-    """The override keys that name no job folder of this launch: `NEVER`, `PLACE` unless swept,
-    and the ones this launch holds constant at the value the sweep folder's first launch did."""
+    """The override keys that name no job folder of this launch: those train.yaml lists under
+    `hydra.job.config.override_dirname.exclude_keys` (where the data lies, how a job runs) unless
+    this launch sweeps them, and the ones it holds at the value the sweep folder's first launch did."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
@@ -116,7 +116,8 @@ def _name_exclusions(config: DictConfig, sweep: Path) -> list[str]:
         write_json(recorded, constants)
     first = json.loads(recorded.read_text())
     same = {k for k, v in constants.items() if first.get(k) == v}
-    return sorted(set(NEVER) | (set(PLACE) - swept) | same)
+    listed = OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys", default=None) or []
+    return sorted((set(listed) - swept) | same)
 
 
 class SweepCallback(Callback):
