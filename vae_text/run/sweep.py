@@ -36,7 +36,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from vae_text.core.utils import write_json
+from vae_text.core.errors import VaeTextError
+from vae_text.core.utils import check_writable, write_json
 from vae_text.run.sweepjob import ERROR_FILE, LAUNCH_ENV
 
 log = logging.getLogger("vae_text")
@@ -128,9 +129,15 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        # Hydra 1.3 turns a callback's exception into a warning: a refusal ends the process here
         if sweep.exists() and not sweep.is_dir():
             print(f"error: hydra.sweep.dir={sweep} is a file, not a folder: choose another "
                   f"hydra.sweep.dir", file=sys.stderr)
+            sys.exit(2)
+        try:
+            check_writable(sweep)
+        except VaeTextError as err:
+            print(f"error: hydra.sweep.dir: {err}", file=sys.stderr)
             sys.exit(2)
         keep = sweep / ".multirun"
         old = sweep / "multirun.yaml"
