@@ -66,6 +66,10 @@ def test_sweep_extends_resumes_and_survives_a_failing_job(corpus_dir, tmp_path):
     assert again["steps"] == done["steps"] == 6
     assert again["test"]["neg_elbo"] == pytest.approx(done["test"]["neg_elbo"])
     assert (finished / "results.json").is_file()
+    # the resumed job keeps the first piece's .hydra/ and records each piece
+    assert (good / ".hydra" / "overrides.yaml").is_file()
+    assert (good / ".hydra" / "resumes" / "1" / "overrides.yaml").is_file()
+    assert len(json.loads((good / "job.json").read_text())["pieces"]) == 2
     # a third launch: everything finished is skipped, with the stored score
     mtime = (finished / "results.json").stat().st_mtime_ns
     third = run(sweep_cmd(corpus_dir, sweep, "objective.kl_weight=1.0"))

@@ -48,6 +48,7 @@ _hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: 
 
 
 def file_digest(path: Path) -> dict:
+    """A file's size and sha256, read once per process while its size and mtime stay."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _hashes:
@@ -73,6 +74,7 @@ def data_fingerprint(cfg: DictConfig) -> dict:
 
 
 def identity(cfg: DictConfig) -> dict:
+    """What a job computes: its resolved config less `IGNORED`, and its data's fingerprint."""
     config = OmegaConf.to_container(cfg, resolve=True)
     for key in IGNORED:
         *parents, last = key.split(".")
@@ -104,7 +106,8 @@ def _mismatch(run_dir: Path, mine: dict, what: str) -> str | None:
     if not keys:
         return None
     named = list(dict.fromkeys(k.removeprefix("config.") if k.startswith("config.")
-                               else f"the {k.split('.')[1]} split's contents" for k in keys))
+                               else f"the {k.split('.')[1]} split's contents" if "." in k else "the data"
+                               for k in keys))
     shown = ", ".join(named[:4]) + (", ..." if len(named) > 4 else "")
     return (f"{run_dir} holds a {what} job of other settings ({shown} differ): it is left as it is "
             f"and its score not reused; launch into another hydra.sweep.dir, or remove that folder "
