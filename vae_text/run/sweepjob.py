@@ -153,8 +153,8 @@ def _admit(run_dir: Path, mine: dict | None, problem: str | None,
         return outcome, False
     try:
         owned = claim(run_dir, str(run_dir) if _holds_run(run_dir) else None)
-    except RunDirError as err:  # another launch is running it
-        return ("refused", str(err), math.nan), False
+    except VaeTextError as err:  # another launch is running it, or the folder cannot be written
+        return ("refused" if isinstance(err, RunDirError) else "failed", str(err), math.nan), False
     outcome = _finished(run_dir, mine, problem, monitor)  # it may have finished meanwhile
     if outcome is None and mine is not None and _holds_run(run_dir):
         line = _mismatch(run_dir, mine, "started")
