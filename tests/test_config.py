@@ -224,7 +224,7 @@ def test_multirun_writes_one_directory_per_value(corpus_dir, tmp_path):
     proc = run_cli("-m", *tiny_overrides(corpus_dir, "train.max_steps=6"),
                    "objective.kl_weight=0.5,1.0", f"hydra.sweep.dir={tmp_path}/sweep")
     assert proc.returncode == 0, proc.stderr
-    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name != ".multirun")
     # folder names safe in a shell and an override: key-value items joined by +
     assert [[o for o in p.name.split("+") if o.startswith("objective.")] for p in jobs] == [
         ["objective.kl_weight-0.5"], ["objective.kl_weight-1.0"]]

@@ -32,7 +32,8 @@ from vae_text.run.logger import (
 )
 from vae_text.run.parts import train_settings
 from vae_text.run.rundir import check_reuse, claim, release
-from vae_text.run.sweep import in_sweep, run_job
+from vae_text.run.sweep import in_sweep
+from vae_text.run.sweepjob import run_job
 from vae_text.run.trainer import Trainer
 
 log = logging.getLogger("vae_text")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import torch
 
+from vae_text.core.errors import ConfigError
 from vae_text.core.options import Range
 from vae_text.model.textvae import TextVAE, initialize
 from vae_text.remedies.base import Loop, Phase, Remedy, register

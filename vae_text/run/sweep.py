@@ -6,12 +6,19 @@
 The second command, into the same sweep directory, skips the two finished jobs (it says so and
 returns their stored score), resumes a job that was interrupted from its `checkpoints/last.pt`,
 and runs the new value. A job that fails writes its error to `error.txt` in its folder and the
-others run; the report shows it as failed. `multirun.yaml` of every earlier launch is kept in
-`.multirun/`.
+others run; the report shows it as failed. What identifies a job, and when a launch may touch
+its folder: vae_text.run.sweepjob. `multirun.yaml` of every earlier launch is kept in
+`.multirun/`, and each launch's record of its jobs in `.multirun/launches/<id>/`; a launch's
+summary and exit status (1 if one of its jobs failed or was refused) are its own jobs', failed
+jobs that earlier launches left are named as earlier.
 
-Job folders are named after their overrides, made safe to paste into a shell and into a Hydra
-override (`train.resume=multirun/kl/objective.kl_weight-0.25`): `key-value` items joined by `+`
-(see `job_dirname`).
+Job folders are named after the overrides that vary in the sweep, made safe to paste into a
+shell and into a Hydra override (`train.resume=multirun/kl/objective.kl_weight-0.25`):
+`key-value` items joined by `+` (see `job_dirname`). The overrides every job of the first launch
+into a sweep folder shares (`.multirun/constants.json`) name no job of that folder while they
+keep their value, nor do the keys that say where the data lies or how a job runs (train.yaml's
+`hydra.job.config.override_dirname.exclude_keys`, unless a launch sweeps them): a job's identity
+covers those.
 """
 
 from __future__ import annotations
@@ -19,23 +26,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
+import os
 import re
 import sys
-import traceback
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vae_text.core.errors import VaeTextError
+from vae_text.core.utils import check_writable, write_json
+from vae_text.run.sweepjob import ERROR_FILE, LAUNCH_ENV
 
 log = logging.getLogger("vae_text")
 
-ERROR_FILE = "error.txt"
-SKIPPED = ("results.json",)  # a job whose folder holds these is finished
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _FLOAT = re.compile(r"-?\d*\.\d+(e-?\d+)?")
 
@@ -90,58 +96,83 @@ def in_sweep() -> bool:
     return mode is not None and mode.name == "MULTIRUN"
 
 
-def run_job(cfg: DictConfig, train: Callable[[DictConfig], dict]) -> float:
-    """One job of a sweep: skip it if finished, resume it if interrupted, else train; a failure
-    is written to `error.txt` in the job's folder and the job returns NaN (the other jobs run;
-    Optuna counts the trial as failed)."""
-    from hydra.core.hydra_config import HydraConfig
+def _quote(value: str) -> str:
+    """`value` as one quoted string of Hydra's override grammar."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    monitor = f"best_val_{cfg.train.monitor}"
-    results = run_dir / "results.json"
-    if results.is_file():
-        score = json.loads(results.read_text()).get(monitor, math.nan)
-        log.info("skipped %s: finished already (%s=%s)", run_dir.name, monitor, score)
-        return float(score)
-    if (run_dir / "checkpoints" / "last.pt").is_file() and cfg.train.resume is None:
-        log.info("resuming %s from its checkpoints/last.pt", run_dir.name)
-        with open_dict(cfg):
-            cfg.train.resume = str(run_dir)
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
-    try:
-        return float(train(cfg)[monitor])
-    except Exception as err:  # noqa: BLE001 -- any failure is this job's, not the sweep's
-        line = str(err) if isinstance(err, VaeTextError) else f"{type(err).__name__}: {err}"
-        text = line if isinstance(err, VaeTextError) else traceback.format_exc()
-        (run_dir / ERROR_FILE).write_text(text if text.endswith("\n") else text + "\n")
-        log.error("job %s failed: %s (written to %s)", run_dir.name, line.splitlines()[0],
-                  run_dir / ERROR_FILE)
-        return math.nan
+
+def _name_exclusions(config: DictConfig, sweep: Path) -> list[str]:
+    """The override keys that name no job folder of this launch: those train.yaml lists under
+    `hydra.job.config.override_dirname.exclude_keys` (where the data lies, how a job runs) unless
+    this launch sweeps them, and the ones it holds at the value the sweep folder's first launch did."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+    swept |= set(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {})
+    constants = {o.key_or_group: o.get_value_element_as_str() for o in overrides
+                 if o.key_or_group not in swept and not o.is_delete()}
+    recorded = sweep / ".multirun" / "constants.json"
+    if not recorded.is_file():
+        write_json(recorded, constants)
+    first = json.loads(recorded.read_text())
+    same = {k for k, v in constants.items() if first.get(k) == v}
+    listed = OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys", default=None) or []
+    return sorted((set(listed) - swept) | same)
 
 
 class SweepCallback(Callback):
-    """Keeps the history of a sweep folder launched into more than once, and says at the end
-    which jobs finished, were skipped or failed (exit status 1 if one failed, unless
-    `fail_on_error` is false: a sweeper that judges failures itself, the Optuna search)."""
+    """Keeps the history of a sweep folder launched into more than once, names job folders after
+    what varies, holds each job's `.hydra/` back until the job is accepted (vae_text.run.sweepjob),
+    and says at the end which of this launch's jobs finished, were skipped, failed or were refused
+    (exit status 1 if one failed or was refused, unless `fail_on_error` is false: a sweeper that
+    judges failures itself, the Optuna search)."""
 
     def __init__(self, fail_on_error: bool = True) -> None:
         self.fail_on_error = fail_on_error
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        # Hydra 1.3 turns a callback's exception into a warning: a refusal ends the process here
+        if sweep.exists() and not sweep.is_dir():
+            print(f"error: hydra.sweep.dir={sweep} is a file, not a folder: choose another "
+                  f"hydra.sweep.dir", file=sys.stderr)
+            sys.exit(2)
+        try:
+            check_writable(sweep)
+        except VaeTextError as err:
+            print(f"error: hydra.sweep.dir: {err}", file=sys.stderr)
+            sys.exit(2)
+        keep = sweep / ".multirun"
         old = sweep / "multirun.yaml"
         if old.is_file():  # the sweeper is about to overwrite it
-            keep = sweep / ".multirun"
-            keep.mkdir(exist_ok=True)
+            keep.mkdir(parents=True, exist_ok=True)
             n = len(list(keep.glob("multirun.*.yaml")))
             old.rename(keep / f"multirun.{n}.yaml")
             log.info("extending the sweep in %s (earlier launches: %s)", sweep, keep)
+        launch = (keep / "launches" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
+        write_json(launch / "launch.json", {"pid": os.getpid(), "argv": sys.argv,
+                                            "output_subdir": config.hydra.output_subdir})
+        self.launch = launch
+        excluded = ",".join(_quote(k) for k in _name_exclusions(config, sweep))
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.hydra.extend([  # each job's config is composed with these
+                "hydra.output_subdir=null",  # its .hydra/ is written once the job is accepted
+                f"++hydra.job.env_set.{LAUNCH_ENV}={_quote(str(launch))}",
+                f"hydra.job.config.override_dirname.exclude_keys=[{excluded}]"])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        failed = sorted(p.parent for p in sweep.glob(f"*/{ERROR_FILE}"))
-        if failed:
-            print(f"{len(failed)} job(s) failed; their errors: "
-                  + ", ".join(str(p / ERROR_FILE) for p in failed), file=sys.stderr)
-            if self.fail_on_error:
-                sys.exit(1)
+        jobs = [json.loads(p.read_text()) for p in sorted(self.launch.glob("[0-9]*.json"))]
+        counts = {s: sum(j["status"] == s for j in jobs) for s in ("finished", "skipped", "failed", "refused")}
+        print(f"sweep {sweep}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), file=sys.stderr)
+        mine = {j["job"] for j in jobs}
+        for j in jobs:
+            if j["status"] in ("failed", "refused"):
+                print(f"  {j['status']}: {j['job']}: {j['line']}", file=sys.stderr)
+        earlier = sorted(p.parent.name for p in sweep.glob(f"*/{ERROR_FILE}") if p.parent.name not in mine)
+        if earlier:
+            print(f"  failed in an earlier launch (not counted here): {', '.join(earlier)} "
+                  f"(their {ERROR_FILE})", file=sys.stderr)
+        if self.fail_on_error and (counts["failed"] or counts["refused"]):
+            sys.exit(1)
