@@ -15,7 +15,13 @@ from vae_text.core.errors import VaeTextError
 
 
 class TrainingDiverged(VaeTextError):
-    """Training produced NaN or infinity; the run stops (exit status 2), keeping its last good checkpoint."""
+    """Training produced NaN or infinity; the run stops (exit status 2), keeping its last good checkpoint.
+
+    `cause`: what diverged and when; `kept`: what the run keeps."""
+
+    def __init__(self, cause: str, kept: str):
+        super().__init__(f"{cause}; {kept}. Lower optim.lr or set optim.clip_norm")
+        self.cause, self.kept = cause, kept
 
 
 def clip_gradients(model: nn.Module, clip_norm: float | None) -> Tensor:
@@ -77,5 +83,4 @@ def diverged(last: Path, what: str, when: str) -> TrainingDiverged:
     if last.exists():  # read with mmap: only the loop state is needed, not the weights
         step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["state"]["step"]
         kept = f"checkpoints/last.pt keeps the last good weights (step {step})"
-    return TrainingDiverged(f"training diverged {when}: {what}; {kept}. "
-                            f"Lower optim.lr or set optim.clip_norm")
+    return TrainingDiverged(f"training diverged {when}: {what}", kept)
