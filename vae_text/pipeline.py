@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vae_text.core.errors import CheckpointError
+from vae_text.core.errors import CheckpointError, ConfigError
 from vae_text.core.utils import atomic_write, pick_device, write_json
 from vae_text.data.batches import collate
 from vae_text.data.corpus import encode_split
@@ -31,7 +31,12 @@ from vae_text.data.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
 from vae_text.model.decoding import DecodeConfig, decode
 from vae_text.model.latent import Posterior
 from vae_text.model.textvae import TextVAE, build_model
-from vae_text.run.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
+from vae_text.run.checkpoint import (
+    CHECKPOINT_DIR,
+    check_finite_weights,
+    load_model,
+    resolve_checkpoint,
+)
 from vae_text.run.hub import HubMixin
 from vae_text.run.parts import saved_model
 
@@ -103,8 +108,13 @@ class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretraine
         if not isinstance(itos, list) or not all(isinstance(w, str) for w in itos):
             raise CheckpointError(f"{folder}/vocab.json: not a list of tokens (id -> token); "
                                   f"export the model again")
+        check_finite_weights(state, folder / "model.safetensors")
         tokenizer = _export_tokenizer(folder, itos)
-        model = build_model(saved_model(config), tokenizer)  # the run's plugins imported first
+        try:
+            model_cfg = saved_model(config)  # the run's plugins imported first
+        except ConfigError as err:
+            raise CheckpointError(f"{folder}/config.json: its model config is invalid: {err}") from None
+        model = build_model(model_cfg, tokenizer)
         try:
             model.load_state_dict(state)
         except RuntimeError as err:

@@ -68,10 +68,15 @@ def stop_if_diverged(loss: float, grad_norm: float, run_dir: Path, step: int) ->
                        f"at step {step}")
 
 
+def first_nonfinite(state: dict[str, Tensor]) -> str | None:
+    """The name of the first floating-point tensor of `state` with a NaN or infinite value."""
+    return next((k for k, v in state.items()
+                 if v.is_floating_point() and not torch.isfinite(v).all()), None)
+
+
 def check_weights(path: Path, blob: dict) -> None:
     """Before a checkpoint is written to `path`: its weights are finite."""
-    bad = next((k for k, v in blob["model"].items()
-                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    bad = first_nonfinite(blob["model"])
     if bad is not None:
         raise diverged(path.parent / "last.pt", f"the weights ({bad}) hold NaN or infinity",
                        f"by step {blob['state']['step']}")
