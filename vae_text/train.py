@@ -167,7 +167,8 @@ def main(cfg: DictConfig) -> float:
     except VaeTextError:
         release(run_dir, discard=True)  # the lock RunDirGuard took
         raise  # `cli` prints it as one line, exit status 2
-    release(run_dir)
+    finally:
+        release(run_dir)  # emptied lock file, an unaccepted resume's staging folder removed
     return results[f"best_val_{cfg.train.monitor}"]  # what a sweeper minimises
 
 
