@@ -38,7 +38,6 @@ from vae_text.reports.figures import (
     run_labels,
     validation_nll,
 )
-from vae_text.run.record import STAGING
 
 COLUMNS = [  # (key in the row, header, format)
     ("run", "run", "s"), ("overrides", "overrides", "s"),
@@ -65,7 +64,7 @@ def find_runs(roots: list[Path]) -> list[Path]:
         else:
             runs.extend(sorted({p.parent for name in ("config.yaml", "error.txt")  # error.txt: a failed sweep job
                                 for p in root.rglob(name)
-                                if not {".hydra", STAGING, "wandb", ".submitit"} & set(p.relative_to(root).parts)}))
+                                if not {".hydra", "wandb", ".submitit"} & set(p.relative_to(root).parts)}))
     return runs
 
 
