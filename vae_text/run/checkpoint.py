@@ -57,10 +57,13 @@ def load_checkpoint(path: str | Path, name: str = "best.pt",
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a file
             warnings.simplefilter("ignore")
             blob = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:  # objects other than tensors: never loaded
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # not a pickle torch.save wrote (a text file, a raw pickle)
+            raise CheckpointError(f"{path}: not a readable vae_text checkpoint (not a file that "
+                                  f"torch.save wrote); use another one") from None
         raise CheckpointError(f"{path}: refused: it holds Python objects that no vae_text "
-                              f"checkpoint holds ({_unpickler_reason(str(err))}); use another "
-                              f"checkpoint") from None
+                              f"checkpoint holds ({_unpickler_reason(str(err))}); it is not loaded: "
+                              f"use another checkpoint") from None
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: not a readable vae_text checkpoint ({_load_reason(err)}); "
                               f"it may be truncated or corrupt: use another one") from None
