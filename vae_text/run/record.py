@@ -36,21 +36,23 @@ def staging(run_dir: Path) -> Path:
     return run_dir / STAGING
 
 
-def stage_hydra(config: Any, run_dir: Path) -> None:
+def stage_hydra(config: Any, run_dir: Path, main: bool = True) -> None:
     """Point Hydra's `.hydra/` output and job log file of this launch into the staging folder
-    (Hydra writes them after its callbacks' `on_run_start`, before the task runs)."""
+    (Hydra writes them after its callbacks' `on_run_start`, before the task runs). A process
+    other than rank 0 of a distributed run (`main=False`) writes neither: rank 0 keeps the record."""
     from omegaconf import OmegaConf, open_dict, read_write
 
-    staging(run_dir).mkdir(parents=True, exist_ok=True)  # Hydra opens the log before it writes .hydra/
+    if main:
+        staging(run_dir).mkdir(parents=True, exist_ok=True)  # Hydra opens the log before it writes .hydra/
     with read_write(config.hydra), open_dict(config.hydra):
         if config.hydra.output_subdir is not None:
-            config.hydra.output_subdir = f"{STAGING}/{config.hydra.output_subdir}"
+            config.hydra.output_subdir = f"{STAGING}/{config.hydra.output_subdir}" if main else None
         handlers = OmegaConf.to_container(config.hydra.job_logging, resolve=False).get("handlers") or {}
         for name, handler in handlers.items():
             filename = handler.get("filename") if isinstance(handler, dict) else None
             if isinstance(filename, str):  # `${hydra.runtime.output_dir}/${hydra.job.name}.log`
                 config.hydra.job_logging.handlers[name].filename = \
-                    str(staging(run_dir.resolve()) / filename.rpartition("/")[2])
+                    str(staging(run_dir.resolve()) / filename.rpartition("/")[2]) if main else os.devnull
 
 
 def accept(run_dir: Path) -> None:

@@ -149,4 +149,4 @@ class RunDirGuard(Callback):
         else:  # other ranks check without locking (rank 0 holds the lock)
             check_reuse(path, settings.train.resume)
         if resumes_here(path, settings.train.resume):
-            record.stage_hydra(config, path)
+            record.stage_hydra(config, path, main=_rank() == 0)
