@@ -130,12 +130,38 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(finis
     (lambda b: b["config"].pop("data"), "its saved config has no `data` section"),
     (lambda b: b.update(vocab="the cat sat"), "its vocabulary is str, not a list of tokens"),
     (lambda b: b["config"]["model"].update(latent_size=-1), "its saved config is invalid: model.latent_size"),
+    (lambda b: b.update(tokenizer="word"), "its tokenizer state is str, not a mapping"),
 ])
 def test_a_damaged_saved_config_is_refused_naming_the_checkpoint(finished, tmp_path, change, message):
     path = altered(finished, tmp_path, change)
     with pytest.raises(CheckpointError) as err:
         load_model(path)
     assert str(err.value).startswith(f"{path}: {message}"), str(err.value)
+
+
+def test_an_export_with_non_finite_weights_or_without_its_data_section_is_refused(finished, tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from vae_text.config import EvaluateConfig
+    from vae_text.evaluate import run as evaluate_run
+    from vae_text.pipeline import TextVAEPipeline
+
+    folder = TextVAEPipeline.load(finished[0], device="cpu").export(tmp_path / "export")
+    config = json.loads((folder / "config.json").read_text())
+    del config["data"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        evaluate_run(EvaluateConfig(checkpoint=str(folder), iw_samples=2, progress=False, device="cpu"))
+    assert str(err.value) == (f"{folder}: its saved config has no `data` section, so the data it was "
+                              f"trained on is unknown: evaluate a training run's checkpoint")
+    weights = load_file(folder / "model.safetensors")
+    weights["encoder.embed.weight"][1, 0] = float("inf")
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model.safetensors: weight 'encoder.embed.weight' has NaN or "
+                                              r"infinite values; the model cannot be evaluated or sampled"):
+        TextVAEPipeline.load_export(folder, device="cpu")
 
 
 def test_torch_load_errors_are_summarised_in_our_words(finished, tmp_path, monkeypatch):

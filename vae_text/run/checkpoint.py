@@ -86,6 +86,9 @@ def check_contents(path: Path, blob: dict[str, Any]) -> None:
     if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
         raise CheckpointError(f"{path}: its vocabulary is {type(vocab).__name__}, not a list of "
                               f"tokens; the checkpoint is damaged: use another one")
+    if not isinstance(blob.get("tokenizer") or {}, dict):
+        raise CheckpointError(f"{path}: its tokenizer state is {type(blob['tokenizer']).__name__}, "
+                              f"not a mapping; the checkpoint is damaged: use another one")
     if not isinstance(blob["model"], dict) or \
             not all(isinstance(v, torch.Tensor) for v in blob["model"].values()):
         raise CheckpointError(f"{path}: its weights are not a mapping of tensor names to "
