@@ -36,6 +36,7 @@ from vae_text.run.checkpoint import (
     check_finite_weights,
     load_model,
     resolve_checkpoint,
+    short_reason,
 )
 from vae_text.run.hub import HubMixin
 from vae_text.run.parts import saved_model
@@ -98,7 +99,7 @@ class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretraine
             itos = json.loads((folder / "vocab.json").read_text())
             state = load_file(str(folder / "model.safetensors"), device=str(device))
         except (json.JSONDecodeError, SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{folder}: unreadable export ({str(err)[:120]}); "
+            raise CheckpointError(f"{folder}: unreadable export ({short_reason(str(err))}); "
                                   f"export the model again") from None
         if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
             raise CheckpointError(f"{folder}/config.json: not a {EXPORT_FORMAT} folder")
@@ -119,7 +120,7 @@ class TextVAEPipeline(HubMixin):  # push_to_hub, save_pretrained, from_pretraine
             model.load_state_dict(state)
         except RuntimeError as err:
             raise CheckpointError(f"{folder}: the weights do not match config.json and vocab.json "
-                                  f"({str(err).splitlines()[0][:120]})") from None
+                                  f"({short_reason(str(err).splitlines()[0])})") from None
         config = {k: v for k, v in config.items() if k != "format"}
         pipe = cls(model.to(device), tokenizer, config)
         pipe.home = folder

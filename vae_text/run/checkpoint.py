@@ -108,8 +108,9 @@ def check_finite_weights(state: dict[str, torch.Tensor], where: str | Path) -> N
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def _cut(text: str, limit: int = 120) -> str:
-    """`text` on one line, at most `limit` characters, cut between words."""
+def short_reason(text: str, limit: int = 120) -> str:
+    """An error message quoted in ours: on one line, without terminal colour codes, at most `limit`
+    characters, cut between words."""
     text = " ".join(_ANSI.sub("", text).split())
     if len(text) <= limit:
         return text
@@ -128,7 +129,7 @@ def _load_reason(err: BaseException) -> str:
     if not text:
         return type(err).__name__
     first = text.splitlines()[0]
-    return _cut(first.split(". ")[0])  # the finding, not torch's explanation after it
+    return short_reason(first.split(". ")[0])  # the finding, not torch's explanation after it
 
 
 def _unpickler_reason(message: str) -> str:
@@ -144,7 +145,7 @@ def _unpickler_reason(message: str) -> str:
                   "file an issue", "documentation of torch.load")
         found = [line for line in lines if not any(a in line.lower() for a in advice)]
     reason = next((line for line in found if line), "an object the safe loader does not allow")
-    return _cut(reason.split(". ")[0]).rstrip(".")
+    return short_reason(reason.split(". ")[0]).rstrip(".")
 
 
 def read_resume(path: str | Path, model: ModelConfig, optim=None, objective=None) -> dict[str, Any]:
@@ -309,5 +310,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", name: str =
         model.load_state_dict(blob["model"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: its weights do not fit its own model config "
-                              f"({_cut(str(err).splitlines()[0])})") from None
+                              f"({short_reason(str(err).splitlines()[0])})") from None
     return model.to(device).eval(), tok, blob["config"]
