@@ -64,11 +64,12 @@ def test_an_accepted_resume_keeps_every_earlier_piece(finished, tmp_path):
     p = run_cli("vae_text.train", [*finished[1], f"hydra.run.dir={run}", f"train.resume={run}",
                                    "train.max_steps=12"])
     assert p.returncode == 0, p.stderr[-2000:]
-    assert (run / ".hydra" / "overrides.yaml").read_bytes() == before[".hydra/overrides.yaml"]
-    assert (run / ".hydra" / "config.yaml").read_bytes() == before[".hydra/config.yaml"]
-    piece = (run / ".hydra" / "resumes" / "1" / "overrides.yaml").read_text()
-    assert "- train.max_steps=12" in piece and f"- train.resume={run}" in piece
-    assert sorted(p.name for p in (run / ".hydra" / "resumes").iterdir()) == ["1"]
+    earlier = run / ".hydra" / "earlier"
+    assert sorted(p.name for p in earlier.iterdir()) == ["1"]  # the launch's files, as they were
+    assert (earlier / "1" / "overrides.yaml").read_bytes() == before[".hydra/overrides.yaml"]
+    assert (earlier / "1" / "config.yaml").read_bytes() == before[".hydra/config.yaml"]
+    latest = (run / ".hydra" / "overrides.yaml").read_text()
+    assert "- train.max_steps=12" in latest and f"- train.resume={run}" in latest
     log = (run / "train.log").read_bytes()
     assert log.startswith(before["train.log"]) and b"resumed from" in log[len(before["train.log"]):]
     kept = load_checkpoint(finished[0], "last.pt")["metrics_lines"]
@@ -89,9 +90,9 @@ def test_accepted_pieces_are_numbered_and_a_killed_resume_leaves_nothing(tmp_pat
         (stage / "overrides.yaml").write_text(f"- seed=1\n- train.resume={n}\n")
         (run / record.STAGING / "train.log").write_text(f"piece {n}\n")
         record.accept(run)
-    assert (run / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n"
-    assert [(run / ".hydra" / "resumes" / str(n) / "overrides.yaml").read_text() for n in (1, 2)] == \
-        ["- seed=1\n- train.resume=1\n", "- seed=1\n- train.resume=2\n"]
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n- train.resume=2\n"
+    assert [(run / ".hydra" / "earlier" / str(n) / "overrides.yaml").read_text() for n in (1, 2)] == \
+        ["- seed=1\n", "- seed=1\n- train.resume=1\n"]
     assert (run / "train.log").read_text() == "first\npiece 1\npiece 2\n"
     (run / record.STAGING / "checkpoints").mkdir(parents=True)  # what a killed resume leaves
     assert claim(run)

@@ -7,9 +7,10 @@ failing or diverging command leaves every byte as it was:
 
 - Hydra writes a resume's `.hydra/` and log into the staging folder `<run dir>/.resume/`
   (`stage_hydra`, called by RunDirGuard before Hydra writes anything). When the resume is
-  accepted they join the record (`accept`): the `.hydra/` files go to `.hydra/resumes/<n>/`
-  (n = 1, 2, ...: the run's resumes in order; `.hydra/` itself stays the first launch's), the
-  log is appended to `train.log` and goes on there.
+  accepted they join the record (`accept`): the files `.hydra/` held move to
+  `.hydra/earlier/<n>/` (n = 1 for the launch, 2 for the first resume, ...) and the resume's take
+  their place, so `.hydra/` is always the latest piece's and every earlier one stays readable;
+  the log is appended to `train.log` and goes on there.
 - A run that was interrupted is accepted once its checkpoint, config and data have been checked
   (the trainer is built): it then continues in place, so a killed resume resumes again.
 - A finished run (it holds `results.json`) is accepted only when the resumed piece finishes: the
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 STAGING = ".resume"
-RESUMES = Path(".hydra") / "resumes"
+EARLIER = Path(".hydra") / "earlier"
 
 
 def staging(run_dir: Path) -> Path:
@@ -56,19 +57,31 @@ def stage_hydra(config: Any, run_dir: Path, main: bool = True) -> None:
 
 
 def accept(run_dir: Path) -> None:
-    """The resume is accepted: its staged `.hydra/` becomes `.hydra/resumes/<n>/`, its staged log
-    is appended to the run's log, which the log handlers write to from now on."""
+    """The resume is accepted: the files of `.hydra/` move to `.hydra/earlier/<n>/` and the
+    staged ones take their place; its staged log is appended to the run's log, which the log
+    handlers write to from now on."""
     stage = staging(run_dir)
     for handler in _file_handlers(stage):
         _redirect(handler, run_dir / Path(handler.baseFilename).name)
-    hydra = next((p for p in stage.iterdir() if p.is_dir() and (p / "overrides.yaml").is_file()), None) \
-        if stage.is_dir() else None
-    if hydra is not None:
-        resumes = run_dir / RESUMES
-        resumes.mkdir(parents=True, exist_ok=True)
-        n = 1 + max((int(p.name) for p in resumes.iterdir() if p.name.isdigit()), default=0)
-        os.replace(hydra, resumes / str(n))
-    for log_file in stage.glob("*.log") if stage.is_dir() else ():
+    if not stage.is_dir():
+        return
+    staged = next((p for p in stage.iterdir() if p.is_dir() and (p / "overrides.yaml").is_file()), None)
+    if staged is not None:
+        hydra = run_dir / ".hydra"
+        before = [p for p in hydra.iterdir() if p.is_file()] if hydra.is_dir() else []
+        if before:
+            earlier = run_dir / EARLIER
+            earlier.mkdir(parents=True, exist_ok=True)
+            piece = earlier / str(1 + max((int(p.name) for p in earlier.iterdir() if p.name.isdigit()),
+                                          default=0))
+            piece.mkdir()
+            for path in before:
+                os.replace(path, piece / path.name)
+        hydra.mkdir(exist_ok=True)
+        for path in staged.iterdir():
+            os.replace(path, hydra / path.name)
+        staged.rmdir()
+    for log_file in stage.glob("*.log"):
         _append(log_file, run_dir / log_file.name)
 
 
