@@ -1,6 +1,6 @@
 """A run's record across its pieces: what a resume may change in a run directory, and when.
 
-A run directory is the record of one run: `.hydra/` (how it was launched), `config.yaml`,
+A run directory is the record of one run: `.hydra/` (the command of its latest piece), `config.yaml`,
 `metrics.jsonl`, `checkpoints/`, `eval_test.json`, `results.json`, `train.log`. A command that
 resumes it (`train.resume=<run dir>`) changes it only once the resume is accepted, so a refused,
 failing or diverging command leaves every byte as it was:
