@@ -68,7 +68,7 @@ def test_sweep_extends_resumes_and_survives_a_failing_job(corpus_dir, tmp_path):
     assert (finished / "results.json").is_file()
     # the resumed job keeps the first piece's .hydra/ and records each piece
     assert (good / ".hydra" / "overrides.yaml").is_file()
-    assert (good / ".hydra" / "resumes" / "1" / "overrides.yaml").is_file()
+    assert (good / ".hydra" / "earlier" / "1" / "overrides.yaml").is_file()
     assert len(json.loads((good / "job.json").read_text())["pieces"]) == 2
     # a third launch: everything finished is skipped, with the stored score
     mtime = (finished / "results.json").stat().st_mtime_ns

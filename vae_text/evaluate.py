@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from vae_text.config import DataConfig, EvaluateConfig, section
 from vae_text.core import plugins
-from vae_text.core.errors import ConfigError
+from vae_text.core.errors import CheckpointError, ConfigError
 from vae_text.core.utils import CONFIG_PATH, check_writable, cli, pick_device, write_json
 from vae_text.data.corpus import encode_split
 from vae_text.data.locate import resolve_data
@@ -59,6 +59,9 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
     loaded = load_any(cfg.checkpoint, pick_device(str(cfg.device)))  # run dir, .pt or export
     check_eval(cfg)  # the names (a metric of the run's plugins too), before any work
     path, model, tokenizer = loaded.source, loaded.model, loaded.tokenizer
+    if not isinstance(loaded.config.get("data"), dict):  # an export of a model built in Python
+        raise CheckpointError(f"{path}: its saved config has no `data` section, so the data it "
+                              f"was trained on is unknown: evaluate a training run's checkpoint")
     data = DataConfig.from_saved(loaded.config["data"])
     if cfg.data_dir:
         data = dataclasses.replace(data, dir=cfg.data_dir)

@@ -4,7 +4,8 @@
     python -m vae_text.train -m +experiment=ptb objective.kl_weight=0.25,0.5,1.0
 
 The run directory (Hydra's output dir) receives `config.yaml`, `metrics.jsonl`, `results.json`
-and `checkpoints/{last,best}.pt`. The loop itself is vae_text.run.trainer.
+and `checkpoints/{last,best}.pt`. The loop itself is vae_text.run.trainer; what a resume may
+change in a run directory, and when, is vae_text.run.record.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vae_text.core.errors import VaeTextError
 from vae_text.core.utils import CONFIG_PATH, atomic_write, cli, default_threads, write_json
 from vae_text.run.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 from vae_text.run.command import hydra_entry
+from vae_text.run.divergence import TrainingDiverged
 from vae_text.run.logger import (
     MetricsLogger,
     SilentLogger,
@@ -31,6 +33,7 @@ from vae_text.run.logger import (
     named_after_job,
 )
 from vae_text.run.parts import train_settings
+from vae_text.run.record import accept, commit, stage_finished, staging
 from vae_text.run.rundir import check_reuse, claim, release
 from vae_text.run.sweep import in_sweep
 from vae_text.run.sweepjob import run_job
@@ -94,10 +97,17 @@ def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: D
                   device: torch.device, last: Path) -> dict:
     resuming_here = (settings.train.resume is not None and last.exists()
                      and resolve_checkpoint(settings.train.resume, "last.pt").resolve() == last.resolve())
+    # a finished run goes on in a staging folder and is replaced only when the piece finishes
+    finished = resuming_here and (run_dir / "results.json").is_file()
+    work = staging(run_dir) if finished else run_dir
+    if finished and d.main:
+        stage_finished(run_dir)
     d.barrier()  # every rank has checked before rank 0 writes anything
     torch.set_num_threads(settings.train.num_threads or default_threads())
 
-    trainer = Trainer(cfg, settings, run_dir, d, device)
+    trainer = Trainer(cfg, settings, work, d, device)
+    if resuming_here and not finished and d.main:
+        accept(run_dir)  # checkpoint, config and data checked: the resume joins the record
     n_params = sum(p.numel() for p in trainer.model.parameters())
     log.info("run dir %s | device %s | %d parameters | vocab %d | train %d sentences%s",
              run_dir, trainer.device, n_params, len(trainer.corpus.tokenizer), len(trainer.corpus["train"]),
@@ -105,10 +115,10 @@ def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: D
     if not d.main:
         logger = SilentLogger()
     else:
-        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        keep = kept_lines(run_dir / "metrics.jsonl", getattr(trainer, "resume_blob", None),
+        atomic_write(work / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        keep = kept_lines(work / "metrics.jsonl", getattr(trainer, "resume_blob", None),
                           trainer.state.step) if resuming_here else None
-        logger = MetricsLogger(run_dir, named_after_job(settings.logger),
+        logger = MetricsLogger(work, named_after_job(settings.logger),
                                OmegaConf.to_container(cfg, resolve=True), keep_lines=keep)
         trainer.logger = logger  # its line count goes into checkpoints: metrics.jsonl resumes exactly
     failed = True
@@ -130,12 +140,20 @@ def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: D
         }
         logger.log({"train_seconds": results["train_seconds"]}, trainer.state.step, echo=False)
         if d.main:
-            write_json(run_dir / "results.json", results)
-            log.info("%s", closing_summary(results, run_dir, settings.train.monitor))
+            write_json(work / "results.json", results)
         failed = False
-        return results
+    except TrainingDiverged as err:
+        if finished:  # the piece is discarded (vae_text.run.rundir.release): the run stays as it was
+            raise TrainingDiverged(err.cause, f"the resumed piece is discarded and {run_dir} is as "
+                                              f"it was") from None
+        raise
     finally:
         logger.close(failed=failed)
+    if finished and d.main:
+        commit(run_dir)
+    if d.main:
+        log.info("%s", closing_summary(results, run_dir, settings.train.monitor))
+    return results
 
 
 @hydra_entry
@@ -144,13 +162,16 @@ def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: D
 def main(cfg: DictConfig) -> float:
     if in_sweep():  # finished jobs skipped, interrupted ones resumed, a failure kept in its folder
         return run_job(cfg, train)
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = HydraConfig.get().runtime.output_dir
     try:
         results = train(cfg)
     except VaeTextError:
-        from hydra.core.hydra_config import HydraConfig
-
-        release(HydraConfig.get().runtime.output_dir, discard=True)  # the lock RunDirGuard took
+        release(run_dir, discard=True)  # the lock RunDirGuard took
         raise  # `cli` prints it as one line, exit status 2
+    finally:
+        release(run_dir)  # emptied lock file, an unaccepted resume's staging folder removed
     return results[f"best_val_{cfg.train.monitor}"]  # what a sweeper minimises
 
 

@@ -6,9 +6,12 @@ file, and read with `weights_only=True` so loading one never runs code from it.
 
 from __future__ import annotations
 
+import errno
 import math
 import pickle
 import random
+import re
+import warnings
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 import torch
 
 from vae_text.config import ModelConfig
-from vae_text.core.errors import CheckpointError
+from vae_text.core.errors import CheckpointError, ConfigError
 from vae_text.core.utils import atomic_write
 from vae_text.run.optim import load_optimizer_state
 
@@ -47,17 +50,102 @@ def resolve_checkpoint(path: str | Path, name: str = "best.pt") -> Path:
 
 def load_checkpoint(path: str | Path, name: str = "best.pt",
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's contents, checked to be what vae_text writes: a dict with the weights, a
+    saved config with its `model` and `data` sections, and the vocabulary as a list of tokens."""
     path = resolve_checkpoint(path, name)
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable vae_text checkpoint ({reason}); "
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a file
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # not a pickle torch.save wrote (a text file, a raw pickle)
+            raise CheckpointError(f"{path}: not a readable vae_text checkpoint (not a file that "
+                                  f"torch.save wrote); use another one") from None
+        raise CheckpointError(f"{path}: refused: it holds Python objects that no vae_text "
+                              f"checkpoint holds ({_unpickler_reason(str(err))}); it is not loaded: "
+                              f"use another checkpoint") from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: not a readable vae_text checkpoint ({_load_reason(err)}); "
                               f"it may be truncated or corrupt: use another one") from None
     missing = {"model", "config", "vocab"} - set(blob) if isinstance(blob, dict) else {"model"}
     if missing:
         raise CheckpointError(f"{path}: not a vae_text checkpoint (missing {sorted(missing)})")
+    check_contents(path, blob)
     return blob
+
+
+def check_contents(path: Path, blob: dict[str, Any]) -> None:
+    """The parts of a checkpoint that every reader relies on have the shape vae_text writes."""
+    config = blob["config"]
+    for section in ("model", "data"):
+        if not isinstance(config, dict) or not isinstance(config.get(section), dict):
+            raise CheckpointError(f"{path}: its saved config has no `{section}` section; it was "
+                                  f"not written by vae_text's training or was altered: use another "
+                                  f"checkpoint")
+    vocab = blob["vocab"]
+    if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
+        raise CheckpointError(f"{path}: its vocabulary is {type(vocab).__name__}, not a list of "
+                              f"tokens; the checkpoint is damaged: use another one")
+    if not isinstance(blob.get("tokenizer") or {}, dict):
+        raise CheckpointError(f"{path}: its tokenizer state is {type(blob['tokenizer']).__name__}, "
+                              f"not a mapping; the checkpoint is damaged: use another one")
+    if not isinstance(blob["model"], dict) or \
+            not all(isinstance(v, torch.Tensor) for v in blob["model"].values()):
+        raise CheckpointError(f"{path}: its weights are not a mapping of tensor names to "
+                              f"tensors; the checkpoint is damaged: use another one")
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Weights with NaN or infinite values give NaN metrics and empty samples: refused."""
+    from vae_text.run.divergence import first_nonfinite
+
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise CheckpointError(f"{where}: weight {bad!r} has NaN or infinite values; the model "
+                              f"cannot be evaluated or sampled: use an earlier checkpoint")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def short_reason(text: str, limit: int = 120) -> str:
+    """An error message quoted in ours: on one line, without terminal colour codes, at most `limit`
+    characters, cut between words."""
+    text = " ".join(_ANSI.sub("", text).split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.") + " ..."
+
+
+def _load_reason(err: BaseException) -> str:
+    """What torch found wrong with a file, in a few words (its advice left out)."""
+    if isinstance(err, EOFError):
+        return "the file is empty or ends early"
+    if isinstance(err, KeyError):
+        return "not a file that torch.save wrote"
+    if isinstance(err, OSError) and err.errno == errno.EINVAL:  # torch's archive reader on a cut file
+        return "not a complete torch archive"
+    text = _ANSI.sub("", str(err)).strip()
+    if not text:
+        return type(err).__name__
+    first = text.splitlines()[0]
+    return short_reason(first.split(". ")[0])  # the finding, not torch's explanation after it
+
+
+def _unpickler_reason(message: str) -> str:
+    """The object torch's safe loader refused, in its first sentence: not torch's advice on how
+    the file could be loaded anyway."""
+    lines = [line.strip() for line in _ANSI.sub("", message).splitlines()]
+    marker = "WeightsUnpickler error:"
+    at = next((i for i, line in enumerate(lines) if marker in line), None)
+    if at is not None:
+        found = [lines[at].split(marker, 1)[1].strip(), *lines[at + 1:]]
+    else:
+        advice = ("weights only load failed", "weights_only", "can still be loaded", "trusted",
+                  "file an issue", "documentation of torch.load")
+        found = [line for line in lines if not any(a in line.lower() for a in advice)]
+    reason = next((line for line in found if line), "an object the safe loader does not allow")
+    return short_reason(reason.split(". ")[0]).rstrip(".")
 
 
 def read_resume(path: str | Path, model: ModelConfig, optim=None, objective=None) -> dict[str, Any]:
@@ -211,11 +299,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", name: str =
 
     path = resolve_checkpoint(path, name)
     blob = load_checkpoint(path, map_location="cpu")
+    check_finite_weights(blob["model"], path)
     tok = tokenizer_from_state(blob["vocab"], blob.get("tokenizer"), str(path))
-    model = build_model(saved_model(blob["config"]), tok)  # the run's plugins imported first
+    try:
+        model_cfg = saved_model(blob["config"])  # the run's plugins imported first
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its saved config is invalid: {err}") from None
+    model = build_model(model_cfg, tok)
     try:
         model.load_state_dict(blob["model"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: its weights do not fit its own model config "
-                              f"({str(err).splitlines()[0][:120]})") from None
+                              f"({short_reason(str(err).splitlines()[0])})") from None
     return model.to(device).eval(), tok, blob["config"]

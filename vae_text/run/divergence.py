@@ -15,7 +15,13 @@ from vae_text.core.errors import VaeTextError
 
 
 class TrainingDiverged(VaeTextError):
-    """Training produced NaN or infinity; the run stops (exit status 2), keeping its last good checkpoint."""
+    """Training produced NaN or infinity; the run stops (exit status 2), keeping its last good checkpoint.
+
+    `cause`: what diverged and when; `kept`: what the run keeps."""
+
+    def __init__(self, cause: str, kept: str):
+        super().__init__(f"{cause}; {kept}. Lower optim.lr or set optim.clip_norm")
+        self.cause, self.kept = cause, kept
 
 
 def clip_gradients(model: nn.Module, clip_norm: float | None) -> Tensor:
@@ -62,10 +68,15 @@ def stop_if_diverged(loss: float, grad_norm: float, run_dir: Path, step: int) ->
                        f"at step {step}")
 
 
+def first_nonfinite(state: dict[str, Tensor]) -> str | None:
+    """The name of the first floating-point tensor of `state` with a NaN or infinite value."""
+    return next((k for k, v in state.items()
+                 if v.is_floating_point() and not torch.isfinite(v).all()), None)
+
+
 def check_weights(path: Path, blob: dict) -> None:
     """Before a checkpoint is written to `path`: its weights are finite."""
-    bad = next((k for k, v in blob["model"].items()
-                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    bad = first_nonfinite(blob["model"])
     if bad is not None:
         raise diverged(path.parent / "last.pt", f"the weights ({bad}) hold NaN or infinity",
                        f"by step {blob['state']['step']}")
@@ -77,5 +88,4 @@ def diverged(last: Path, what: str, when: str) -> TrainingDiverged:
     if last.exists():  # read with mmap: only the loop state is needed, not the weights
         step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["state"]["step"]
         kept = f"checkpoints/last.pt keeps the last good weights (step {step})"
-    return TrainingDiverged(f"training diverged {when}: {what}; {kept}. "
-                            f"Lower optim.lr or set optim.clip_norm")
+    return TrainingDiverged(f"training diverged {when}: {what}", kept)

@@ -26,13 +26,19 @@ from typing import Any
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
-from vae_text.core.errors import CheckpointError, OutputError
+from vae_text.core.errors import CheckpointError, ConfigError, OutputError
 from vae_text.core.utils import atomic_write, pick_device, write_json
 from vae_text.data.locate import Loaded, is_export
 from vae_text.data.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
 from vae_text.model.textvae import build_model
 from vae_text.run import card
-from vae_text.run.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
+from vae_text.run.checkpoint import (
+    CHECKPOINT_DIR,
+    check_finite_weights,
+    load_model,
+    resolve_checkpoint,
+    short_reason,
+)
 from vae_text.run.parts import saved_model
 
 FORMAT = "vae_text-export-v1"  # config.json's `format`: what reads this folder
@@ -167,7 +173,7 @@ def read_folder(folder: Path, device: torch.device | str) -> Loaded:
         itos = json.loads((folder / "vocab.json").read_text())
         state = load_file(str(folder / "model.safetensors"), device=str(device))
     except (json.JSONDecodeError, SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{folder}: unreadable model folder ({str(err)[:120]}); "
+        raise CheckpointError(f"{folder}: unreadable model folder ({short_reason(str(err))}); "
                               f"save it again") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{folder}/config.json: not a {FORMAT} folder")
@@ -177,13 +183,18 @@ def read_folder(folder: Path, device: torch.device | str) -> Loaded:
     if not isinstance(itos, list) or not all(isinstance(w, str) for w in itos):
         raise CheckpointError(f"{folder}/vocab.json: not a list of tokens (id -> token); "
                               f"save the model again")
+    check_finite_weights(state, folder / "model.safetensors")
     tokenizer = _folder_tokenizer(folder, itos)
-    model = build_model(saved_model(config), tokenizer)  # the run's plugins imported first
+    try:
+        model_cfg = saved_model(config)  # the run's plugins imported first
+    except ConfigError as err:
+        raise CheckpointError(f"{folder}/config.json: its model config is invalid: {err}") from None
+    model = build_model(model_cfg, tokenizer)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{folder}: the weights do not match config.json and vocab.json "
-                              f"({str(err).splitlines()[0][:120]})") from None
+                              f"({short_reason(str(err).splitlines()[0])})") from None
     config = {k: v for k, v in config.items() if k != "format"}
     return Loaded(model.to(device).eval(), tokenizer, config, folder, folder)
 
@@ -236,4 +247,4 @@ def _download(repo_id: str, revision, cache_dir, force_download, local_files_onl
 
 
 def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return short_reason((str(err).strip().splitlines() or [type(err).__name__])[0], 160)

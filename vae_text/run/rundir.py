@@ -10,8 +10,12 @@ Under `python -m vae_text.train`, `RunDirGuard` (a Hydra callback, conf/train.ya
 - the config is checked first: a rejected config makes no folder at all;
 - the folder is checked next: one that holds a run (`checkpoints/last.pt`) and is not being
   resumed (`train.resume=<that folder>`) is refused before any of its files is rewritten;
-- the lock is taken, and temporary files a killed write left behind (`.<name>.tmp<pid>`) are removed.
-`train(cfg, run_dir)` called from Python goes through `claim()` itself.
+- the lock is taken, and temporary files a killed write left behind (`.<name>.tmp<pid>`) are removed,
+  with the staging folder of a killed resume (vae_text.run.record);
+- for a resume of the run in the folder, Hydra's `.hydra/` and log are pointed into the staging
+  folder: they join the run's record only once the resume is accepted (vae_text.run.record).
+`train(cfg, run_dir)` called from Python goes through `claim()` itself. The lock file is emptied
+when the lock is dropped, so a command that did not run leaves it as it found it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 from vae_text.core.errors import ConfigError, VaeTextError
 from vae_text.core.utils import check_writable
+from vae_text.run import record
 
 LOCK = ".lock"
 _held: dict[Path, tuple[int, Path | None]] = {}  # run dir -> (lock fd, the topmost folder we made)
@@ -39,15 +44,17 @@ def holds_run(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "last.pt").exists()
 
 
+def resumes_here(run_dir: Path, resume: str | None) -> bool:
+    """`train.resume` names the run held in `run_dir` (the folder or one of its checkpoints)."""
+    if resume is None or not holds_run(run_dir):
+        return False
+    r = Path(resume)
+    return (r if r.is_dir() else r.parent.parent).resolve() == run_dir.resolve()
+
+
 def check_reuse(run_dir: Path, resume: str | None) -> None:
     """A folder that holds a run is used only to continue that run (`train.resume=<folder>`)."""
-    if not holds_run(run_dir):
-        return
-    resumed = None
-    if resume is not None:
-        r = Path(resume)
-        resumed = (r if r.is_dir() else r.parent.parent).resolve()
-    if resumed != run_dir.resolve():
+    if holds_run(run_dir) and not resumes_here(run_dir, resume):
         raise RunDirError(f"{run_dir} already holds a run (checkpoints/last.pt): choose another "
                           f"hydra.run.dir, or continue it with train.resume={run_dir}")
 
@@ -76,14 +83,18 @@ def claim(run_dir: Path | str, resume: str | None = None) -> bool:
     for folder in (run_dir, run_dir / "checkpoints"):
         for stale in folder.glob(".*.tmp*"):  # the lock is ours: no write of another run is live
             stale.unlink(missing_ok=True)
+    record.discard(run_dir)  # a killed resume's
     return True
 
 
 def release(run_dir: Path | str, discard: bool = False) -> None:
     """Drop the lock; with `discard`, remove the folder if this run made it and it holds nothing
-    of value (a run that stopped on a start-up error)."""
+    of value (a run that stopped on a start-up error). A resume that has not been accepted
+    leaves nothing behind (its staging folder goes)."""
     run_dir = Path(run_dir).resolve()
     fd, made = _held.pop(run_dir, (None, None))
+    if fd is not None:
+        record.discard(run_dir)
     if discard and made is not None and run_dir.is_dir() and \
             {p.name for p in run_dir.iterdir()} <= {LOCK, ".hydra", "train.log", "config.yaml"}:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -92,6 +103,7 @@ def release(run_dir: Path | str, discard: bool = False) -> None:
                 break
             parent.rmdir()
     if fd is not None:
+        os.ftruncate(fd, 0)  # the pid is for the run that holds the lock
         os.close(fd)
 
 
@@ -136,3 +148,5 @@ class RunDirGuard(Callback):
             claim(path, settings.train.resume)
         else:  # other ranks check without locking (rank 0 holds the lock)
             check_reuse(path, settings.train.resume)
+        if resumes_here(path, settings.train.resume):
+            record.stage_hydra(config, path, main=_rank() == 0)

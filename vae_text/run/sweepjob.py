@@ -13,7 +13,7 @@ A launch decides, before it writes anything into a job's folder:
 - locked by another launch that is running it: refused, nothing written;
 - otherwise the launch locks the folder and runs the job (resuming an interrupted one from its
   `checkpoints/last.pt`). Only then are the job's `.hydra/` (a later piece's under
-  `.hydra/resumes/<n>/`) and `train.log` written; a failure goes to its `error.txt`.
+  `.hydra/earlier/<n>/`) and `train.log` written; a failure goes to its `error.txt`.
 Each job's outcome goes into its launch's own record (`<sweep>/.multirun/launches/<id>/`), from
 which the launch's summary and exit status are made (vae_text.run.sweep).
 """
@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_text.core.errors import VaeTextError
 from vae_text.core.utils import write_json
+from vae_text.run.record import shelve_hydra
 from vae_text.run.rundir import RunDirError, claim, release
 
 log = logging.getLogger("vae_text")
@@ -210,16 +211,13 @@ def _run(cfg: DictConfig, train: Callable[[DictConfig], dict], run_dir: Path, mi
 
 def _write_hydra(run_dir: Path, subdir: str | None, cfg: DictConfig) -> None:
     """What Hydra writes into a job's `.hydra/` (the sweep callback holds it back until the job is
-    accepted); a later piece's goes to `.hydra/resumes/<n>/`, the first piece's stays."""
+    accepted), as for a single run (vae_text.run.record): `.hydra/` is the latest piece's."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import _save_config
 
     if not subdir:
         return
-    target = run_dir / subdir
-    if (target / "overrides.yaml").is_file():
-        resumes = target / "resumes"
-        target = resumes / str(1 + max((int(p.name) for p in resumes.glob("*") if p.name.isdigit()), default=0))
+    target = shelve_hydra(run_dir / subdir)  # an earlier piece's files go to `.hydra/earlier/<n>/`
     hydra = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg))
     hydra.hydra.output_subdir = subdir
     task = OmegaConf.create(OmegaConf.to_container(HydraConfig.get().overrides.task))
