@@ -3,6 +3,7 @@ paths saved relative to where a run was made are found again; the quick model.""
 
 import json
 import os
+import re
 
 import nbformat
 import pytest
@@ -72,7 +73,8 @@ def test_quick_model_trains_once_and_loads_from_anywhere(corpus_dir, tmp_path, m
     assert [line.partition(" |")[0] for line in said if line.startswith("step ")][:2] == ["step 2 epoch 0",
                                                                                           "step 4 epoch 0"]
     left = [line for line in said if line.startswith("about ")]
-    assert len(left) == 1 and " min of training left: 2 more steps at " in left[0]
+    assert len(left) == 1 and re.fullmatch(r"about \d+ s of training left: 2 more steps at "
+                                           r"\d+\.\d\d s/step \(validation .*\)", left[0]), left
     assert any(line.startswith("testing the best weights on 37 test sentences") for line in said)
     first = (run / "results.json").stat().st_mtime_ns
     assert quick_model(run, tiny) == run and (run / "results.json").stat().st_mtime_ns == first
@@ -85,5 +87,5 @@ def test_quick_model_trains_once_and_loads_from_anywhere(corpus_dir, tmp_path, m
 def test_notebook_without_a_checkpoint_trains_the_quick_model(ptb_dir, tmp_path):
     outputs = execute(ROOT / "notebooks", quick_dir=tmp_path / "quick")
     text = "".join(o.get("text", "") for o in outputs)
-    assert f"training a quick model into {tmp_path / 'quick'}" in text and "min of training left" in text
+    assert f"training a quick model into {tmp_path / 'quick'}" in text and " of training left: 116 more steps" in text
     assert (tmp_path / "quick" / "results.json").is_file()

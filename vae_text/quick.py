@@ -1,5 +1,7 @@
-"""A small model in a few minutes, for the notebook and the README's examples when no trained
-checkpoint is at hand: the `smoke` experiment on the first 1,000 sentences of each PTB split.
+"""A small model in about half a minute (one quiet CPU core), for the notebook and the README's
+examples when no trained checkpoint is at hand: the `smoke` experiment on the first 1,000
+sentences of each PTB split (docs/notebook.md: its figures, and why its reconstructions are all
+alike).
 
     from vae_text.quick import quick_model
     run_dir = quick_model()            # outputs/quick (reused once it holds a finished run)

@@ -106,8 +106,10 @@ def time_left(t: Trainer, batches: int, clock: tuple[float, int]) -> str:
     left = (t.epoch_cap() - t.state.epoch) * batches - t.state.batch_in_epoch
     if t.s.train.max_steps is not None:
         left = min(left, t.s.train.max_steps - t.state.step)
-    return (f"about {left * seconds / 60:.1f} min of training left: {left} more steps at "
-            f"{seconds:.2f} s/step (validation after each epoch and the test evaluation add to it)")
+    total = left * seconds
+    when = f"{total:.0f} s" if total < 90 else f"{total / 60:.1f} min"
+    return (f"about {when} of training left: {left} more steps at {seconds:.2f} s/step "
+            f"(validation after each epoch and the test evaluation add to it)")
 
 
 def already_stopped(t: Trainer) -> str | None:
