@@ -10,7 +10,6 @@ missing corpus is reported as one line in a few seconds. Proxies set in the envi
 
 from __future__ import annotations
 
-import functools
 import os
 import urllib.error
 import urllib.request
@@ -28,7 +27,6 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
 
 
-@functools.cache
 def _probe(endpoint: str, timeout: float) -> str | None:
     try:
         urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
@@ -43,7 +41,7 @@ def _probe(endpoint: str, timeout: float) -> str | None:
 def hub_unreachable(repo: str, timeout: float = PROBE_SECONDS) -> str | None:
     """Why `repo` cannot be fetched now (the hub does not answer), or None when it can be tried:
     the hub answers, HF_HUB_OFFLINE is set (`datasets` reads its cache), or `repo` is a local
-    folder. Asked once per endpoint and process."""
+    folder. Asked anew each time (it costs one round trip): a notebook that goes online is heard."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
         return None
     if Path(repo).is_dir():
