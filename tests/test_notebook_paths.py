@@ -3,6 +3,7 @@ paths saved relative to where a run was made are found again; the quick model.""
 
 import json
 import os
+import re
 
 import nbformat
 import pytest
@@ -17,13 +18,15 @@ from vae_text.train import train
 NOTEBOOK = ROOT / "notebooks" / "sample.ipynb"
 
 
-def execute(path, checkpoint=None):
+def execute(path, checkpoint=None, quick_dir=None):
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = {k: v for k, v in os.environ.items() if k != "VAE_TEXT_CHECKPOINT"}
+    env = {k: v for k, v in os.environ.items() if k not in ("VAE_TEXT_CHECKPOINT", "VAE_TEXT_QUICK_DIR")}
     if checkpoint is not None:
         env["VAE_TEXT_CHECKPOINT"] = str(checkpoint)
+    if quick_dir is not None:  # where the quick model goes: never into the checkout
+        env["VAE_TEXT_QUICK_DIR"] = str(quick_dir)
     old = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)  # the kernel inherits this process's environment
@@ -59,10 +62,21 @@ def test_checkpoint_paths_from_the_project_root(tmp_path, monkeypatch):
         notebook_checkpoint("nowhere")
 
 
-def test_quick_model_trains_once_and_loads_from_anywhere(corpus_dir, tmp_path, monkeypatch):
+def test_quick_model_trains_once_and_loads_from_anywhere(corpus_dir, tmp_path, monkeypatch, capsys):
     run = tmp_path / "quick"
-    tiny = [o for o in tiny_overrides(corpus_dir, "train.max_steps=4") if o != "+experiment=smoke"]
-    assert quick_model(run, tiny) == run
+    monkeypatch.setenv("VAE_TEXT_QUICK_DIR", str(run))
+    tiny = [o for o in tiny_overrides(corpus_dir, "train.max_steps=4", "train.log_every=2")
+            if o != "+experiment=smoke"]
+    assert quick_model(overrides=tiny) == run
+    said = capsys.readouterr().out.splitlines()  # what it does, then its progress, as it goes
+    assert said[0].startswith(f"training a quick model into {run}: the smoke experiment's small "
+                              f"LSTM VAE, 2 epochs on the first 1000 sentences of {corpus_dir}")
+    assert [line.partition(" |")[0] for line in said if line.startswith("step ")][:2] == ["step 2 epoch 0",
+                                                                                          "step 4 epoch 0"]
+    left = [line for line in said if line.startswith("about ")]
+    assert len(left) == 1 and re.fullmatch(r"about \d+ s of training left: 2 more steps at "
+                                           r"\d+\.\d\d s/step \(validation .*\)", left[0]), left
+    assert any(line.startswith("testing the best weights on 37 test sentences") for line in said)
     first = (run / "results.json").stat().st_mtime_ns
     assert quick_model(run, tiny) == run and (run / "results.json").stat().st_mtime_ns == first
     assert train_command(run).startswith("python -m vae_text.train +experiment=smoke "
@@ -73,6 +87,8 @@ def test_quick_model_trains_once_and_loads_from_anywhere(corpus_dir, tmp_path, m
 
 
 @pytest.mark.slow
-def test_notebook_without_a_checkpoint_trains_the_quick_model(ptb_dir):
-    outputs = execute(ROOT / "notebooks")
-    assert "outputs/quick" in "".join(o.get("text", "") for o in outputs)
+def test_notebook_without_a_checkpoint_trains_the_quick_model(ptb_dir, tmp_path):
+    outputs = execute(ROOT / "notebooks", quick_dir=tmp_path / "quick")
+    text = "".join(o.get("text", "") for o in outputs)
+    assert f"training a quick model into {tmp_path / 'quick'}" in text and " of training left: 116 more steps" in text
+    assert (tmp_path / "quick" / "results.json").is_file()

@@ -99,7 +99,7 @@ def test_yelp_and_snli_recipes(tmp_path):
 def test_unreachable_source_is_one_line_naming_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     data = preset("snli", tmp_path, tmp_path / "empty")
-    with pytest.raises(DataError, match=r"data directory .*snli is missing.*go online once"):
+    with pytest.raises(DataError, match=r"data directory .*snli is missing.*go online so `datasets` can fetch"):
         load_corpus(data)
     assert not (tmp_path / "snli").exists()  # nothing half-written
 

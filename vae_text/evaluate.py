@@ -65,8 +65,7 @@ def run(cfg: DictConfig | EvaluateConfig) -> dict:
     data = DataConfig.from_saved(loaded.config["data"])
     if cfg.data_dir:
         data = dataclasses.replace(data, dir=cfg.data_dir)
-    else:
-        data = resolve_data(data, loaded.home)
+    data = resolve_data(data, loaded.home)  # found beside the run, or fetchable; else one line
     out = Path(cfg.output) if cfg.output else loaded.home / output_name(cfg)
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"{out} exists: pass overwrite=true to replace it, or output=<file>")

@@ -16,6 +16,7 @@ from typing import Any
 
 from vae_text.config import DataConfig
 from vae_text.core.errors import DataError
+from vae_text.data.online import fetch_failed, hub_unreachable
 
 
 @dataclass
@@ -32,20 +33,30 @@ def is_export(path: str | Path) -> bool:
     return path.is_dir() and ((path / "config.json").is_file() or (path / "model.safetensors").is_file())
 
 
-def resolve_data(data: DataConfig, home: str | Path | None) -> DataConfig:
+def resolve_data(data: DataConfig, home: str | Path | None, key: str = "data_dir") -> DataConfig:
     """`data` with a relative `dir` that is not found from here looked up beside `home` and its
-    parents, then in the source checkout; unchanged for absolute paths, found folders, hub and
-    `datasets` sources."""
+    parents, then in the source checkout; unchanged for found folders and `datasets` sources, and
+    for a folder the hub can fill (`data.hub`; an unreachable hub is one error at once, naming
+    `key`, the command's way to point at the files)."""
     given = Path(data.dir)
-    if data.source != "files" or given.is_absolute() or given.is_dir():
+    if data.source != "files" or given.is_dir():
         return data
+    if given.is_absolute():
+        return _fetchable(data, key)
     bases = [Path(home).resolve(), *Path(home).resolve().parents] if home is not None else []
     bases.append(Path(__file__).resolve().parents[1])  # a source checkout: data/ptb beside vae_text/
     for base in bases:
         if (base / given).is_dir():
             return dataclasses.replace(data, dir=str(base / given))
     if data.hub is not None:
-        return data  # read_split downloads it
+        return _fetchable(data, key)
     raise DataError(f"data.dir={data.dir} (saved with the model) is not a folder here ({Path.cwd()}) "
                     f"nor beside {home} or a folder above it; pass the folder holding the "
-                    f"{'/'.join(data.files.values())} files (evaluate: data_dir=<folder>)")
+                    f"{'/'.join(data.files.values())} files ({key}=<folder>)")
+
+
+def _fetchable(data: DataConfig, key: str) -> DataConfig:
+    """`data`, whose missing folder read_split will fetch from the hub, when the hub answers."""
+    if data.hub is not None and (reason := hub_unreachable(data.hub.id)) is not None:
+        raise fetch_failed(data, Path(data.dir).resolve(), reason, key)
+    return data

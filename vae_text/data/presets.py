@@ -27,6 +27,7 @@ from pathlib import Path
 from vae_text.config import SPLITS, DataConfig
 from vae_text.core.errors import DataError
 from vae_text.core.utils import atomic_write
+from vae_text.data.online import fetch_failed
 from vae_text.data.tokenizer import UNK
 
 log = logging.getLogger("vae_text.data")
@@ -119,9 +120,10 @@ def build_splits(tables: dict[str, list[dict]], recipe: Recipe, where: str) -> d
             for split, rows in out.items()}
 
 
-def prepare(cfg: DataConfig, directory: Path) -> None:
+def prepare(cfg: DataConfig, directory: Path, key: str = "data.dir") -> None:
     """Download cfg.hub.id with `datasets`, cut the recipe cfg.prepare from it and write the split
-    and label files into `directory` (the splits' card: prepared.json)."""
+    and label files into `directory` (the splits' card: prepared.json); a failed download is one
+    line naming `key`."""
     if cfg.label_files is None:
         raise DataError(f"data.prepare={cfg.prepare} writes labels: set data.label_files")
     recipe, hub = RECIPES[cfg.prepare], cfg.hub
@@ -134,9 +136,7 @@ def prepare(cfg: DataConfig, directory: Path) -> None:
         tables = {name: ds[name].to_list() for name in set(recipe.sources) if name in ds}
     except Exception as err:  # offline, unknown id: one fix
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise DataError(f"data directory {directory} is missing and fetching {hub.id} from the "
-                        f"Hugging Face hub failed ({reason}); go online once (it is prepared and "
-                        f"kept in {directory}), or set data.dir=<a folder with the files>") from None
+        raise fetch_failed(cfg, directory, reason, key) from None
     splits = build_splits(tables, recipe, hub.id)
     # written beside it, then renamed: a crash never leaves a half-prepared folder that looks done
     tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from vae_text.config import SPLITS, DataConfig
 from vae_text.core.errors import DataError
 from vae_text.core.utils import atomic_write
+from vae_text.data.online import fetch_failed, hub_unreachable
 
 log = logging.getLogger("vae_text.data")
 
@@ -112,15 +113,16 @@ def file_bytes(path: Path) -> bytes:
                         f"permissions") from None
 
 
-def fetch_from_hub(cfg: DataConfig, directory: Path) -> None:
-    """Write the corpus's split files into `directory` from the Hugging Face hub."""
+def fetch_from_hub(cfg: DataConfig, directory: Path, key: str = "data.dir") -> None:
+    """Write the corpus's split files into `directory` from the Hugging Face hub; an unreachable
+    hub is one line at once (vae_text.data.online), naming `key` as the way to point elsewhere."""
+    if (reason := hub_unreachable(cfg.hub.id)) is not None:
+        raise fetch_failed(cfg, directory, reason, key)
     if cfg.prepare is not None:  # a benchmark cut from its source dataset (vae_text.data.presets)
         from vae_text.data.presets import prepare
 
-        return prepare(cfg, directory)
+        return prepare(cfg, directory, key)
     hub = cfg.hub
-    fix = (f"put {', '.join(cfg.files[s] for s in SPLITS)} in {directory} "
-           f"(or set data.dir=<folder with them>), or go online so `datasets` can fetch {hub.id}")
     try:
         import datasets
 
@@ -128,8 +130,7 @@ def fetch_from_hub(cfg: DataConfig, directory: Path) -> None:
         tables = {split: ds[hub.splits[split]][hub.column] for split in SPLITS}
     except Exception as err:  # offline, unknown id, missing split or column: all the same fix
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise DataError(f"data directory {directory} is missing and fetching {hub.id} from the "
-                        f"Hugging Face hub failed ({reason}); fix: {fix}") from None
+        raise fetch_failed(cfg, directory, reason, key) from None
     directory.mkdir(parents=True, exist_ok=True)
     for split, lines in tables.items():
         atomic_write(directory / cfg.files[split], "".join(f" {line.strip()} \n" for line in lines))

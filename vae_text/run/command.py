@@ -11,6 +11,7 @@ import typing
 from typing import Any
 
 from vae_text.config import compose_error, is_compose_error
+from vae_text.config.extras import missing_extra
 from vae_text.config.help import entry_help, module_of, wants_help
 from vae_text.run.parts import register
 
@@ -19,7 +20,8 @@ def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
     """The outermost decorator of a `@hydra.main` entry point: fills the ConfigStore
     (`vae_text.run.parts.register`), and reports a config that does not compose (a misspelt key, a
     wrong type, an unknown option) as one line `error: ...` on stderr with exit status 2, where
-    Hydra alone prints several lines.
+    Hydra alone prints several lines; so is an option whose plugin comes with an extra that is not
+    installed (vae_text.config.extras).
 
     HYDRA_FULL_ERROR=1 is how Hydra hands its exception to the caller instead of printing it; a
     user who set it keeps the full traceback.
@@ -29,6 +31,9 @@ def hydra_entry(main: typing.Callable[[], Any]) -> typing.Callable[[], Any]:
     def wrapper() -> Any:
         from hydra.errors import HydraException
 
+        if (missing := missing_extra(sys.argv[1:])) is not None:  # before Hydra's raw error
+            print(f"error: {missing}", file=sys.stderr)
+            sys.exit(2)
         register()
         _register_search_sweeper()
         if wants_help(sys.argv[1:]):  # the command's own keys and comments (vae_text.config.help)

@@ -39,6 +39,7 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
     cfg, split = t.s.train, t.corpus["train"]
     t.stopped = already_stopped(t) or "epochs"  # why training ended, for results.json
     done = t.stopped != "epochs"
+    clock = (time.perf_counter(), t.state.step)  # this process's start: the speed for the estimate
     while t.state.epoch < t.epoch_cap() and not done:
         t.plan = plan = batch_plan(split, cfg.batch_size, shuffle=True, seed=t.s.seed,
                                    epoch=t.state.epoch, pool=t.s.data.bucket_pool)
@@ -59,6 +60,9 @@ def fit(t: Trainer, logger: MetricsLogger) -> None:
             if t.state.step % cfg.log_every == 0:
                 stats = read_window(t, window, time.perf_counter() - started)
                 started = time.perf_counter()
+                if clock is not None and t.dist.main:  # the first log step: say how long it takes
+                    log.info("%s", time_left(t, len(plan), clock))
+                    clock = None
                 bar.set_postfix(loss=f"{stats['loss']:.2f}", rec=f"{stats['rec']:.2f}",
                                 kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}",
                                 tok_s=f"{stats['tokens_per_s']:.0f}")
@@ -93,6 +97,19 @@ def read_window(t: Trainer, window: TrainWindow, seconds: float) -> dict:
     the last one diverged (TrainingDiverged, naming it), then the window's train/ means."""
     t.check_finite()
     return window.flush(seconds)
+
+
+def time_left(t: Trainer, batches: int, clock: tuple[float, int]) -> str:
+    """How long training will take at the speed measured since `clock` (the time and step this
+    process started at): the steps left of this phase's epochs (or of train.max_steps)."""
+    seconds = (time.perf_counter() - clock[0]) / max(t.state.step - clock[1], 1)
+    left = (t.epoch_cap() - t.state.epoch) * batches - t.state.batch_in_epoch
+    if t.s.train.max_steps is not None:
+        left = min(left, t.s.train.max_steps - t.state.step)
+    total = left * seconds
+    when = f"{total:.0f} s" if total < 90 else f"{total / 60:.1f} min"
+    return (f"about {when} of training left: {left} more steps at {seconds:.2f} s/step "
+            f"(validation after each epoch and the test evaluation add to it)")
 
 
 def already_stopped(t: Trainer) -> str | None:

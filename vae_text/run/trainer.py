@@ -233,6 +233,8 @@ class Trainer:
 
     def test(self, logger: MetricsLogger) -> dict:
         self.load_best()  # eval_test.json; a test cut short resumes its IW-NLL (vae_text.metrics.progress)
+        log.info("testing the best weights on %d test sentences (IW-NLL with K=%d)",
+                 len(self.corpus["test"]), self.s.eval.iw_samples)
         metrics = evaluate_to(self.run_dir / "eval_test.json", self.model, self.corpus["test"],
                               self.corpus.tokenizer, self.s.eval, dist=self.dist)
         logger.log({f"test/{k}": v for k, v in metrics.items()}, self.state.step, self.state.epoch)

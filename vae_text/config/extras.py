@@ -1,0 +1,56 @@
+"""The Hydra options that come from optional extras of the package (pyproject.toml), and the one
+line that names the extra when its plugin is not installed.
+
+A plain `pip install vae_text` leaves out the launchers and the Optuna sweeper; without them Hydra
+says only "Could not find 'hydra/launcher/joblib'". The command line is read before Hydra composes
+it, so the user learns which `pip install "vae_text[...]"` provides the option.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Extra:
+    module: str  # what Hydra's plugin scan imports
+    distribution: str  # what pip installs
+    extra: str  # the extra of vae_text that pulls it in
+
+
+JOBLIB = Extra("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher", "launchers")
+SUBMITIT = Extra("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "launchers")
+OPTUNA = Extra("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper", "search")
+
+# (group, option) -> its plugin; option None: every option of the group needs it
+NEEDS: dict[tuple[str, str | None], Extra] = {
+    ("hydra/launcher", "joblib"): JOBLIB,
+    ("hydra/launcher", "slurm"): SUBMITIT,  # conf/hydra/launcher/slurm.yaml extends submitit_slurm
+    ("hydra/launcher", "slurm_ddp"): SUBMITIT,
+    ("hydra/launcher", "submitit_slurm"): SUBMITIT,
+    ("hydra/launcher", "submitit_local"): SUBMITIT,
+    ("hydra/sweeper", "optuna"): OPTUNA,
+    ("hparams_search", None): OPTUNA,  # conf/hparams_search/*.yaml override /hydra/sweeper: optuna
+}
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is missing, or an import hook refuses it
+        return False
+
+
+def missing_extra(argv: list[str]) -> str | None:
+    """The message for the first override in `argv` whose option needs a plugin that is not
+    installed (None: every option asked for is available)."""
+    for arg in argv:
+        key, eq, value = arg.lstrip("+~").partition("=")
+        if not eq:
+            continue
+        need = NEEDS.get((key, value)) or NEEDS.get((key, None))
+        if need is not None and not installed(need.module):
+            return (f"{key}={value} needs the Hydra plugin {need.distribution}, which is not "
+                    f"installed: pip install \"vae_text[{need.extra}]\"")
+    return None
