@@ -30,6 +30,7 @@ def run_dir(corpus_dir, tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_export_is_a_model_card_and_evaluate_reads_it(run_dir, tmp_path):
     folder = TextVAEPipeline.load(run_dir, device="cpu").export(tmp_path / "exports" / "tiny")
     test = json.loads((run_dir / "eval_test.json").read_text())
