@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hypothesis import settings
 
 from vae_text.run.parts import register
 
@@ -26,6 +27,10 @@ CUDA_MARKS = [
                        reason="CUDA is not available here (VAE_TEXT_CUDA_TESTS_DEVICE=cpu runs "
                               "these tests on the CPU)"),
 ]
+
+# Hypothesis keeps no example database: it would write .hypothesis/ into the checkout.
+settings.register_profile("vae_text", database=None)
+settings.load_profile("vae_text")
 
 register()  # the schemas and options conf/ is composed on (the entry points register them too)
 
@@ -125,7 +130,7 @@ def ptb_dir() -> Path:
 
 
 # What a test run may leave in a checkout: Python's and the tools' own caches.
-TOOL_CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".venv")
+TOOL_CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".venv")
 CHECKOUT_BEFORE = pytest.StashKey[set]()
 
 
@@ -160,7 +165,7 @@ def pytest_sessionfinish(session, exitstatus):
     after = checkout_files() if before is not None else None
     if before is not None and after is not None and after - before:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        reporter.write_line("error: the tests wrote into the checkout (use tmp_path): "
+        reporter.write_line("\nerror: the tests wrote into the checkout (use tmp_path): "
                             + ", ".join(sorted(after - before)[:10]), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # An empty selection must fail, never pass quietly as "no tests ran" (pytest's exit code 5).
