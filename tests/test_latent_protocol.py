@@ -53,7 +53,6 @@ def small_vae(family: str, latent_size=3, steps=40):
     return fit_tiny(model, batch, steps), batch, split
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_iw_nll_at_one_sample_is_the_negative_elbo_in_expectation_and_k_tightens_it(family):
     model, batch, _ = small_vae(family)
