@@ -24,7 +24,7 @@ declare -A recipe=(  # name -> experiment and overrides (budget: <= 2.5 h a run 
   [ptb_large_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim train.max_minutes=110"
   [ptb_large_pretrain_fb]="+experiment=ptb_large objective.free_bits=8 objective.free_bits_mode=dim remedy.pretrain_epochs=4 train.max_minutes=100"
   # Transformer decoder (d_model 128, 2 blocks), at the LSTM rows' training wall time: a step is
-  # 1/0.75 LSTM steps (1/0.71 for the LMs; README, Transformer decoders), so 15 (14) epochs
+  # 1/0.75 LSTM steps (1/0.71 for the LMs; docs/transformers.md), so 15 (14) epochs
   # stand for the LSTM rows' 20; the other ptb rules as they are
   [ptb_transformer]="+experiment=ptb_transformer train.epochs=15"
   [ptb_transformer_fb]="+experiment=ptb_transformer_fb train.epochs=15"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hypothesis import settings
 
 from vae_text.run.parts import register
 
@@ -25,6 +27,10 @@ CUDA_MARKS = [
                        reason="CUDA is not available here (VAE_TEXT_CUDA_TESTS_DEVICE=cpu runs "
                               "these tests on the CPU)"),
 ]
+
+# Hypothesis keeps no example database: it would write .hypothesis/ into the checkout.
+settings.register_profile("vae_text", database=None)
+settings.load_profile("vae_text")
 
 register()  # the schemas and options conf/ is composed on (the entry points register them too)
 
@@ -96,6 +102,18 @@ def compose_cfg(overrides: list[str]):
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny model trained once per session (4 steps on the synthetic corpus, K = 2 at the end),
+    for the tests that only read a trained run: they share it, so none may write into it."""
+    from vae_text.train import train
+
+    corpus = write_corpus(tmp_path_factory.mktemp("tiny_run_corpus"))
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(compose_cfg(tiny_overrides(corpus, "train.max_steps=4", "eval.iw_samples=2")), run)
+    return run
+
+
+@pytest.fixture(scope="session")
 def ptb_cache(tmp_path_factory) -> Path:
     """One token cache for the PTB tests of a session (tokenizing PTB takes seconds)."""
     return tmp_path_factory.mktemp("ptb_cache")
@@ -111,13 +129,45 @@ def ptb_dir() -> Path:
     return PTB_DIR
 
 
+# What a test run may leave in a checkout: Python's and the tools' own caches.
+TOOL_CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".venv")
+CHECKOUT_BEFORE = pytest.StashKey[set]()
+
+
+def checkout_files() -> set[str] | None:
+    """The untracked and ignored paths of the checkout (None outside a git checkout): a test that
+    writes into the checkout adds one."""
+    if not (ROOT / ".git").exists():
+        return None
+    try:
+        listed = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "--", "."],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    paths = {line[3:] for line in listed.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in paths if not set(Path(p).parts) & set(TOOL_CACHES)}
+
+
 def pytest_configure(config):
     # Tests use tiny models: one thread is faster than two fighting over small matrices.
 
     torch.set_num_threads(1)
 
 
+def pytest_sessionstart(session):
+    session.config.stash[CHECKOUT_BEFORE] = checkout_files()
+
+
 def pytest_sessionfinish(session, exitstatus):
+    # Tests write into tmp_path, never into the checkout.
+    before = session.config.stash.get(CHECKOUT_BEFORE, None)
+    after = checkout_files() if before is not None else None
+    if before is not None and after is not None and after - before:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line("\nerror: the tests wrote into the checkout (use tmp_path): "
+                            + ", ".join(sorted(after - before)[:10]), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # An empty selection must fail, never pass quietly as "no tests ran" (pytest's exit code 5).
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")

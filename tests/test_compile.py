@@ -66,6 +66,7 @@ def assert_same_steps(eager: Trainer, fast: Trainer, batches: list[list[int]]) -
 BATCHES = [list(range(7)), list(range(20, 25)), list(range(24, 31))]  # (7, 11) (5, 12) (7, 13)
 
 
+@pytest.mark.slow
 def test_compiled_step_gives_the_eager_loss_and_gradients(corpus_dir, tmp_path):
     eager, fast = (trainer(corpus_dir, tmp_path, m) for m in ("none", "compile"))
     assert len({collate(eager.corpus["train"], torch.tensor(b)).tokens.shape for b in BATCHES}) == 3

@@ -220,6 +220,7 @@ def test_cli_runs_the_smoke_experiment(corpus_dir, tmp_path):
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_multirun_writes_one_directory_per_value(corpus_dir, tmp_path):
     proc = run_cli("-m", *tiny_overrides(corpus_dir, "train.max_steps=6"),
                    "objective.kl_weight=0.5,1.0", f"hydra.sweep.dir={tmp_path}/sweep")

@@ -69,6 +69,7 @@ def names_key(message: str, key: str) -> bool:
                if n >= min(2, len(parts)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["train", "evaluate", "sample"])
 def test_every_key_on_any_value_passes_or_fails_in_one_line_naming_it(entry, corpus_dir):
     base, build = entries(corpus_dir)[entry]

@@ -49,6 +49,7 @@ def assert_same_weights(a: dict, b: dict, atol: float = 2e-5) -> None:
         assert torch.allclose(value, b["model"][key], atol=atol, rtol=1e-4), key
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_like_one_and_resume_with_another_count(corpus_dir, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     for n, run in ((1, one), (2, two)):
@@ -76,6 +77,7 @@ def test_two_gloo_processes_train_like_one_and_resume_with_another_count(corpus_
     assert_same_weights(load_checkpoint(one, "last.pt"), load_checkpoint(half, "last.pt"))
 
 
+@pytest.mark.slow
 def test_transformer_parts_train_like_one_process_on_two(corpus_dir, tmp_path):
     """The same check for the Transformer decoder and encoder (z as memory and embedding, tied
     readout): DDP needs nothing of a decoder but its parameters."""
@@ -111,6 +113,7 @@ def _evaluate_on_rank(rank: int, world: int, port: int, model, split, vocab, out
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_evaluation_over_three_ranks_equals_one_when_batches_do_not_divide():
     sentences = [s.split() for s in make_sentences(37, 5)]  # 8 batches of 5 (the last of 2) over 3
     vocab = Vocab.build(sentences)

@@ -110,6 +110,7 @@ def test_a_torn_progress_file_is_only_a_lost_head_start(setup, tmp_path):
     assert not progress_file(out).exists()
 
 
+@pytest.mark.slow
 def test_evaluate_killed_mid_iw_resumes_from_its_progress_file(setup, tmp_path):
     """A real SIGKILL of `python -m vae_text.evaluate`, then the same command again."""
     run, *_ = setup

@@ -36,6 +36,7 @@ def test_training_ends_with_the_full_suite_on_test(trained):
     assert all("val/mi" in r and "val/au" in r for r in vals if "val/rec" in r)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_json_and_matches_the_library(trained, corpus_dir):
     run, _ = trained
     proc = run_eval(f"checkpoint={run}", "split=valid", "iw_samples=9", "progress=false")
@@ -62,6 +63,7 @@ def test_evaluate_cli_language_model(corpus_dir, tmp_path):
     assert "| NLL (exact) |" in proc.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_cli_bad_inputs(trained, tmp_path):
     run, _ = trained
     bad = tmp_path / "bad.pt"

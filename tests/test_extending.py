@@ -111,6 +111,7 @@ def test_the_readme_has_the_examples():
 # --- from the command line ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_users_parts_train_evaluate_and_sample_from_the_installed_commands(lab, tmp_path):
     corpus, run = lab.parent / "corpus", tmp_path / "run"
     trained = command("train", *tiny(corpus, run), "plugins=[my_lab.parts]",
@@ -148,6 +149,7 @@ def test_the_users_parts_train_evaluate_and_sample_from_the_installed_commands(l
         "it on PYTHONPATH (the run was trained with plugins=['my_lab.parts'])")
 
 
+@pytest.mark.slow
 def test_an_installed_entry_point_names_the_parts_with_no_plugins_key(lab, tmp_path):
     """A distribution that declares `[vae_text.parts]` in its entry points (what pip writes into
     site-packages for `[project.entry-points."vae_text.parts"]`) is imported by every command."""
@@ -165,6 +167,7 @@ def test_an_installed_entry_point_names_the_parts_with_no_plugins_key(lab, tmp_p
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test"]["kl"] > 0
 
 
+@pytest.mark.slow
 def test_a_plugin_that_is_not_there_is_one_line_before_any_folder(lab, tmp_path):
     result = command("train", *tiny(lab.parent / "corpus", tmp_path / "run"),
                      "plugins=[my_lab.partz]", pythonpath=[lab], cwd=tmp_path)

@@ -71,6 +71,7 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_step_during_a_checkpoint_write_and_in_the_test_then_resume_is_exact(
         corpus_dir, tmp_path):
     over = cli_overrides(corpus_dir)
@@ -111,6 +112,7 @@ def test_sigkill_mid_step_during_a_checkpoint_write_and_in_the_test_then_resume_
         {k: v for k, v in want.items() if not k.endswith(TIMING)}
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_one_is_refused_and_the_folder_is_one_run(corpus_dir, tmp_path):
     run = tmp_path / "run"
     procs = [start("vae_text.train", [*tiny_overrides(corpus_dir, f"seed={s}"), f"hydra.run.dir={run}"])
@@ -129,6 +131,7 @@ def test_two_runs_on_one_folder_one_is_refused_and_the_folder_is_one_run(corpus_
     assert steps == sorted(set(steps))  # one run's lines, not two interleaved
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint(
         corpus_dir, tmp_path):
     run = tmp_path / "run"
@@ -156,6 +159,7 @@ def test_overflowing_metrics_are_valid_json_and_a_gradient_blow_up_stops(corpus_
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_refused_command_changes_nothing_and_a_rejected_config_makes_no_folder(corpus_dir, tmp_path):
     run = tmp_path / "run"
     train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=3")), run)
@@ -175,6 +179,7 @@ def test_a_refused_command_changes_nothing_and_a_rejected_config_makes_no_folder
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_unwritable_run_and_output_paths_fail_first_in_one_line(corpus_dir, tmp_path):
     # a fault root hits too: a file where a folder should be
     blocker = tmp_path / "a_file"
@@ -197,6 +202,7 @@ def test_unwritable_run_and_output_paths_fail_first_in_one_line(corpus_dir, tmp_
     assert json.loads((tmp_path / "new" / "x.json").read_text())["split"] == "test"
 
 
+@pytest.mark.slow
 def test_a_write_that_fails_mid_run_names_the_file_and_the_cause_and_leaves_no_temp_file(
         corpus_dir, tmp_path):
     run = tmp_path / "run"

@@ -156,6 +156,7 @@ KEYS = ("forward_ppl", "reverse_ppl", "distinct_1", "distinct_2", "distinct_3", 
         "copy_rate", "length_mean", "probe_accuracy", "interpolation_smoothness")
 
 
+@pytest.mark.slow
 def test_evaluate_generation_true_writes_the_generation_object(runs, tmp_path):
     root, corpus = runs
     proc = run_eval(f"checkpoint={root / 'vae'}", "generation=true", "gen.samples=23",
@@ -177,6 +178,7 @@ def test_evaluate_generation_true_writes_the_generation_object(runs, tmp_path):
     assert gen["probe_accuracy"] is None and gen["reverse_ppl"] > 1
 
 
+@pytest.mark.slow
 def test_evaluate_rejects_a_bad_generation_key(runs):
     root, _ = runs
     proc = run_eval(f"checkpoint={root / 'vae'}", "generation=true", "gen.samples=0")
@@ -193,6 +195,7 @@ def test_batch_order_does_not_change_forward_ppl(runs):
     assert a == pytest.approx(b, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_report_shows_the_generation_columns_and_the_quality_diversity_plot(corpus_dir, tmp_path):
     from vae_text.config import DataConfig
     from vae_text.generation.suite import generation_suite
@@ -258,6 +261,7 @@ def test_report_reads_the_generation_suite_of_an_evaluate_run(runs, tmp_path):
     assert (tmp_path / "rep_quality_diversity.png").is_file()
 
 
+@pytest.mark.slow
 def test_generation_table_script_evaluates_each_run_once_and_reports(runs, tmp_path):
     import os
     import shutil

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, write_corpus
 
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -17,6 +19,7 @@ def gpu_check(tmp_path, *args, **env):
                                                            "PYTHON": sys.executable, **env})
 
 
+@pytest.mark.slow
 def test_the_dry_run_runs_every_step_and_prints_its_figures(tmp_path):
     corpus, logs = write_corpus(tmp_path / "corpus"), tmp_path / "logs"
     proc = gpu_check(tmp_path, "--dry-run", str(logs), DATA_DIR=str(corpus), COMPILE_MODES="")

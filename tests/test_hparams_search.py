@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import ROOT, compose_cfg, tiny_overrides
@@ -28,6 +29,7 @@ def test_ptb_optuna_composes():
     assert cfg.train == compose_cfg(["+experiment=ptb"]).train  # the search changes only the sweeper
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_and_the_report_plots_it(corpus_dir, tmp_path):
     sweep = tmp_path / "optuna"
     proc = subprocess.run(

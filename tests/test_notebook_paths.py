@@ -41,6 +41,7 @@ def execute(path, checkpoint=None, quick_dir=None):
     return outputs
 
 
+@pytest.mark.slow
 def test_notebook_from_its_own_folder_with_a_relative_data_dir(tmp_path, monkeypatch):
     project = tmp_path / "project"
     write_corpus(project / "corpus")

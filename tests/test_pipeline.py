@@ -126,6 +126,7 @@ def run_sample(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_sample_cli_modes(trained_run, tmp_path):
     proc = run_sample(f"checkpoint={trained_run}", "n=4", "decoding=top_p")
     assert proc.returncode == 0, proc.stderr
@@ -155,6 +156,7 @@ def test_notebook_is_committed_without_outputs():
             assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.mark.slow
 def test_notebook_runs_against_a_trained_checkpoint(trained_run, monkeypatch):
     from nbclient import NotebookClient
 

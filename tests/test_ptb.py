@@ -21,6 +21,7 @@ def test_smoke_experiment_on_real_ptb(ptb_dir, ptb_cache, tmp_path):
     assert results["test"]["rec"] < 200  # a 10k-way uniform guess would be 23 * 9.2 = 212 nats
 
 
+@pytest.mark.slow
 def test_benchmark_script_prints_its_figures(corpus_dir, tmp_path):  # noqa: F811
     overrides = [o for o in tiny_overrides(corpus_dir) if not o.startswith("train.progress")]
     proc = subprocess.run(

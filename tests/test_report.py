@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 from conftest import compose_cfg, tiny_overrides
 from vae_text.report import main, overrides_of, plot_rate_distortion, read_metrics, row_of
@@ -66,9 +67,8 @@ def test_validation_nll_per_epoch():
     assert validation_nll([]) == ([], [], "-ELBO")
 
 
-def test_report_bad_mark(corpus_dir, tmp_path, capsys):
-    run = tmp_path / "runs" / "a"
-    train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=2", "eval.iw_samples=2")), run)
+def test_report_bad_mark(tiny_run, tmp_path, capsys):
+    shutil.copytree(tiny_run, tmp_path / "runs" / "a")
     assert main([str(tmp_path / "runs"), "--mark", "b=100"]) == 2
     assert "no run named 'b'; runs: a" in capsys.readouterr().err
     assert main([str(tmp_path / "runs"), "--mark", "a=lots"]) == 2

@@ -7,9 +7,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, tiny_overrides
 
 
+@pytest.mark.slow
 def test_train_log_summary_and_wandb_hint(corpus_dir, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.run(

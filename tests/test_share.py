@@ -30,6 +30,7 @@ def run_dir(corpus_dir, tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_saved_folder_has_a_model_card_and_evaluate_reads_it(run_dir, tmp_path):
     from huggingface_hub import ModelCard
 

@@ -13,6 +13,7 @@ from conftest import ROOT, compose_cfg, tiny_overrides
 from vae_text.report import main as report
 
 
+@pytest.mark.slow
 def test_joblib_sweep_and_its_report(corpus_dir, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(

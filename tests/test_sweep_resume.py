@@ -42,6 +42,7 @@ def test_job_dirname_is_safe_in_a_shell_and_an_override():
     assert parsed.value() == f"multirun/x/{odd}"  # one value, not a sweep over a comma
 
 
+@pytest.mark.slow
 def test_sweep_extends_resumes_and_survives_a_failing_job(corpus_dir, tmp_path):
     sweep = tmp_path / "sweep"
     # one bad value: the good job still runs; the bad one leaves its error in its folder
