@@ -309,14 +309,13 @@ def test_wandb_online_with_a_netrc_key_passes(no_wandb_key, monkeypatch):
 # --- sample --------------------------------------------------------------------------------------
 
 
-def test_reconstruct_refuses_a_sentence_longer_than_the_model_reads(corpus_dir, tmp_path, capsys):
+def test_reconstruct_refuses_a_sentence_longer_than_the_model_reads(tiny_run, tmp_path):
+    from vae_text.pipeline import TextVAEPipeline
     from vae_text.sample import run
-    from vae_text.train import train
 
-    train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=2", "eval.iw_samples=2")), tmp_path / "m")
     lines = tmp_path / "in.txt"
     lines.write_text("the cat sees the dog\n\n" + "the dog " * 150 + "\nthe cat\n")
-    cfg = {"checkpoint": str(tmp_path / "m"), "mode": "reconstruct", "file": str(lines), "device": "cpu"}
+    cfg = {"checkpoint": str(tiny_run), "mode": "reconstruct", "file": str(lines), "device": "cpu"}
     with pytest.raises(DataError) as err:
         run(compose_sample(cfg))
     assert str(err.value) == (f"{lines}:3: a sentence of 300 words; a model reads at most 200 words a "
@@ -324,6 +323,11 @@ def test_reconstruct_refuses_a_sentence_longer_than_the_model_reads(corpus_dir, 
     lines.write_text("\ufeffthe cat\u2028sees the dog\n")
     (out,) = run(compose_sample(cfg))
     assert out.startswith("  the cat sees the dog\n> ")  # the BOM dropped, U+2028 a space
+    vae = TextVAEPipeline.from_pretrained(tiny_run, device="cpu")  # the notebook's way in
+    with pytest.raises(DataError) as err:
+        vae.reconstruct(["the cat", "the dog " * 201])
+    assert str(err.value) == ("sentence 1: a sentence of 402 words; a model reads at most 200 words a "
+                              "sentence (data.max_len it trained with, or 200): split or shorten it")
 
 
 def compose_sample(values: dict):

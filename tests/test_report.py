@@ -79,3 +79,18 @@ def test_report_bad_mark(tiny_run, tmp_path, capsys):
 def test_report_bad_directory(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_a_resume_in_progress_is_not_listed_as_a_run(tmp_path):
+    from vae_text.report import find_runs
+    from vae_text.run.record import STAGING
+
+    sweep = tmp_path / "sweep"
+    for job in ("a", "b"):
+        (sweep / job).mkdir(parents=True)
+        (sweep / job / "config.yaml").write_text("seed: 0\n")
+    (sweep / "a" / STAGING).mkdir()  # a finished run being resumed: its piece runs in here
+    (sweep / "a" / STAGING / "config.yaml").write_text("seed: 0\n")
+    (sweep / "c").mkdir()
+    (sweep / "c" / "error.txt").write_text("failed\n")
+    assert find_runs([sweep]) == [sweep / "a", sweep / "b", sweep / "c"]

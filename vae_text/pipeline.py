@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vae_text.config import MAX_LEN
+from vae_text.core.errors import DataError
 from vae_text.data.batches import collate
 from vae_text.data.corpus import encode_split
 from vae_text.data.locate import resolve_data
@@ -47,7 +49,25 @@ class TextVAEPipeline(HubMixin):  # from_pretrained, save_pretrained, push_to_hu
 
     # --- the latent space -----------------------------------------------------------------------
 
+    @property
+    def max_words(self) -> int:
+        """The longest sentence it reads: data.max_len it trained with, at least MAX_LEN (a longer
+        one would make (rows, length, vocab) logits of many GB)."""
+        return max(MAX_LEN, self.config.get("data", {}).get("max_len") or 0)
+
+    def too_long(self, where: str, sentence: str) -> DataError | None:
+        """The error for a sentence over `max_words`, naming `where` it came from; None if it fits."""
+        n = len(sentence.split())
+        if n <= self.max_words:
+            return None
+        return DataError(f"{where}: a sentence of {n} words; a model reads at most {self.max_words} "
+                         f"words a sentence (data.max_len it trained with, or {MAX_LEN}): split or "
+                         f"shorten it")
+
     def _batch(self, sentences: list[str]):
+        for i, sentence in enumerate(sentences):
+            if (err := self.too_long(f"sentence {i}", sentence)) is not None:
+                raise err
         words = [s.split() for s in sentences]
         return collate(encode_split(words, self.tokenizer), torch.arange(len(words))).to(self.device)
 

@@ -48,6 +48,7 @@ from vae_text.reports.figures import (
     validation_nll,
 )
 from vae_text.run.logger import check_wandb_login
+from vae_text.run.record import STAGING
 
 COLUMNS = [  # (key in the row, header, format)
     ("run", "run", "s"), ("overrides", "overrides", "s"),
@@ -66,6 +67,9 @@ STOPPED = {"epochs": "epoch cap", "max_steps": "step cap", "early_stopping": "ea
            "max_minutes": "time budget", "lr_decays": "lr decays"}  # results.json's "stopped": what ended training
 
 
+SKIPPED = {".hydra", "wandb", ".submitit", STAGING}  # STAGING: a resume in progress, not a run
+
+
 def find_runs(roots: list[Path]) -> list[Path]:
     runs = []
     for root in roots:
@@ -74,7 +78,7 @@ def find_runs(roots: list[Path]) -> list[Path]:
         else:
             runs.extend(sorted({p.parent for name in ("config.yaml", "error.txt")  # error.txt: a failed sweep job
                                 for p in root.rglob(name)
-                                if not {".hydra", "wandb", ".submitit"} & set(p.relative_to(root).parts)}))
+                                if not SKIPPED & set(p.relative_to(root).parts)}))
     return runs
 
 

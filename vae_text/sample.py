@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vae_text.config import MAX_LEN, SampleConfig, section
+from vae_text.config import SampleConfig, section
 from vae_text.core import plugins
 from vae_text.core.errors import ConfigError, DataError
 from vae_text.core.utils import CONFIG_PATH, cli
@@ -41,12 +41,9 @@ def run(cfg: DictConfig | SampleConfig) -> list[str]:
         given += [(f"{cfg.file}:{n}", line) for n, line in enumerate(lines, 1) if line.split()]
         if not any(line.split() for line in lines):
             raise DataError(f"{cfg.file}: holds no sentences; give one sentence per line")
-    cap = max(MAX_LEN, vae.config.get("data", {}).get("max_len") or 0)
     for where, sentence in given:
-        if len(sentence.split()) > cap:
-            raise DataError(f"{where}: a sentence of {len(sentence.split())} words; a model reads at "
-                            f"most {cap} words a sentence (data.max_len it trained with, or "
-                            f"{MAX_LEN}): split or shorten it")
+        if (err := vae.too_long(where, sentence)) is not None:
+            raise err
     sentences = [" ".join(s.split()) for _, s in given]
     if cfg.mode == "reconstruct":
         if not sentences:
