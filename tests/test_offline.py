@@ -59,3 +59,27 @@ def test_a_reachable_source_is_not_refused(tmp_path, no_hub, monkeypatch):
     assert hub_unreachable(str(tmp_path)) is None  # a local folder in the hub's layout
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub_unreachable(PTB_HUB.id) is None  # `datasets` reads its cache
+
+
+def test_a_datasets_corpus_with_the_hub_unreachable_reads_local_files_and_fails_fast_otherwise(
+        tmp_path, no_hub):
+    import datasets
+
+    from vae_text.data.text import load_hf_lines
+
+    offline_before = datasets.config.HF_HUB_OFFLINE  # read from the environment at import
+
+    for split, n in (("train", 3), ("valid", 2), ("test", 4)):
+        (tmp_path / f"{split}.txt").write_text("".join(f"{split} line {i}\n" for i in range(n)))
+    files = {"train": str(tmp_path / "train.txt"), "valid": str(tmp_path / "valid.txt"),
+             "test": str(tmp_path / "test.txt")}
+    local = DataConfig(source="hf", name="text", data_files=files)
+    assert [len(lines) for lines, _ in load_hf_lines(local).values()] == [3, 2, 4]
+    start = time.monotonic()
+    with pytest.raises(DataError) as err:
+        load_hf_lines(DataConfig(source="hf", name="someone/not-cached-here"))
+    assert time.monotonic() - start < 5
+    assert str(err.value).startswith(f"data.name=someone/not-cached-here: loading it with `datasets` "
+                                     f"failed ({CLOSED} is unreachable: [Errno 111] Connection refused, "
+                                     f"and it is not in the `datasets` cache)")
+    assert datasets.config.HF_HUB_OFFLINE == offline_before  # restored: a hub that answers later is asked

@@ -10,9 +10,11 @@ missing corpus is reported as one line in a few seconds. Proxies set in the envi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from vae_text.config import SPLITS, DataConfig
@@ -57,3 +59,22 @@ def fetch_failed(cfg: DataConfig, directory: Path, reason: str, key: str = "data
                      f"Face hub failed ({reason}); fix: put {', '.join(cfg.files[s] for s in SPLITS)} "
                      f"in {directory} (or set {key}=<folder with them>), or go online so `datasets` "
                      f"can fetch {hub.id} (it is then kept in {directory})")
+
+
+@contextlib.contextmanager
+def cache_only_if_unreachable(name: str) -> Iterator[str | None]:
+    """`datasets` reads only its cache and local files while inside, if the hub does not answer
+    now: a cached dataset or local `data_files` then load at once, a missing one fails at once
+    (instead of half a minute of retries). Yields why the hub is not asked, or None."""
+    reason = hub_unreachable(name)
+    if reason is None:
+        yield None
+        return
+    import datasets
+
+    before = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield reason
+    finally:
+        datasets.config.HF_HUB_OFFLINE = before

@@ -12,7 +12,7 @@ from pathlib import Path
 from vae_text.config import SPLITS, DataConfig
 from vae_text.core.errors import DataError
 from vae_text.core.utils import atomic_write
-from vae_text.data.online import fetch_failed, hub_unreachable
+from vae_text.data.online import cache_only_if_unreachable, fetch_failed, hub_unreachable
 
 log = logging.getLogger("vae_text.data")
 
@@ -144,16 +144,20 @@ def load_hf_lines(cfg: DataConfig) -> dict[str, tuple[list, str]]:
     load with `data.name=text data.data_files={train: ..., valid: ..., test: ...}`.
     """
     fix = "check data.name/config/data_dir/revision, or go online (HF_HUB_OFFLINE unset) once to cache it"
+    unreachable = None
     try:
         import datasets
 
-        ds = datasets.load_dataset(cfg.name, cfg.config, data_dir=cfg.data_dir,
-                                   data_files=dict(cfg.data_files) if cfg.data_files else None,
-                                   revision=cfg.revision)
+        with cache_only_if_unreachable(cfg.name) as unreachable:
+            ds = datasets.load_dataset(cfg.name, cfg.config, data_dir=cfg.data_dir,
+                                       data_files=dict(cfg.data_files) if cfg.data_files else None,
+                                       revision=cfg.revision)
     except Exception as err:  # offline and not cached, unknown id or config, unreadable files
         while err.__cause__ is not None:  # `datasets` wraps the useful error (e.g. UnicodeDecodeError)
             err = err.__cause__
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+        if unreachable:  # only the cache and local files were read
+            reason = f"{unreachable}, and it is not in the `datasets` cache"
         raise DataError(f"data.name={cfg.name}: loading it with `datasets` failed ({reason}); {fix}") from None
     out = {}
     for split in SPLITS:
