@@ -34,7 +34,7 @@ from vae_text.config import (
 from vae_text.config import register as register_schemas
 from vae_text.config.checks import _module_names
 from vae_text.core import plugins
-from vae_text.core.errors import ConfigError
+from vae_text.core.errors import ConfigError, PluginError
 from vae_text.core.options import Option, check_values, declared
 from vae_text.data.presets import RECIPES
 from vae_text.metrics import METRICS
@@ -235,6 +235,9 @@ def saved_model(config: Mapping[str, Any]) -> ModelConfig:
     named = _plugins_of(config)
     try:
         plugins.load(named)
+    except ConfigError as err:  # this environment lacks them: the saved config itself is fine
+        raise PluginError(f"{err} (the run was trained with plugins={named})") from None
+    try:
         return check_model(section(ModelConfig, config["model"], "model"))
     except ConfigError as err:
         if not named:

@@ -52,19 +52,8 @@ class OptunaSearch(OptunaSweeperImpl):
 
     def __init__(self, *, direction: Any, n_trials: Any, n_jobs: Any, max_failure_rate: Any,
                  **settings: Any) -> None:
-        name = getattr(direction, "name", direction)
-        if not isinstance(name, str) or name not in DIRECTIONS:
-            raise ConfigError(f"hydra.sweeper.direction={_show(direction)}: a trial returns one "
-                              f"score; use minimize or maximize")
-        for key, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"hydra.sweeper.{key}={value}: must be a whole number >= 1")
-        if not 0.0 <= max_failure_rate <= 1.0:
-            raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be a share "
-                              f"between 0 and 1 (0.5: up to half of the trials may fail)")
-        if settings.get("search_space") is not None:
-            raise ConfigError("hydra.sweeper.search_space: no longer read; give the search space "
-                              "as hydra.sweeper.params (e.g. objective.kl_weight: interval(0.1, 1.0))")
+        name = check_settings(direction=direction, n_trials=n_trials, n_jobs=n_jobs,
+                              max_failure_rate=max_failure_rate, **settings)
         super().__init__(direction=name, n_trials=n_trials, n_jobs=n_jobs,
                          max_failure_rate=float(max_failure_rate), **settings)
 
@@ -143,6 +132,27 @@ class OptunaSearch(OptunaSweeperImpl):
         OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best.params,
                                          "best_value": best.value}),
                        Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
+
+
+def check_settings(*, direction: Any, n_trials: Any, n_jobs: Any, max_failure_rate: Any,
+                   search_space: Any = None, **_: Any) -> str:
+    """The sweeper's own settings checked, each refusal one line naming the key; the direction's
+    name. Also called by the sweep callback before a launch writes anything (vae_text.run.sweep)."""
+    name = getattr(direction, "name", direction)
+    if not isinstance(name, str) or name not in DIRECTIONS:
+        raise ConfigError(f"hydra.sweeper.direction={_show(direction)}: a trial returns one "
+                          f"score; use minimize or maximize")
+    for key, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"hydra.sweeper.{key}={value}: must be a whole number >= 1")
+    if isinstance(max_failure_rate, bool) or not isinstance(max_failure_rate, (int, float)) \
+            or not 0.0 <= max_failure_rate <= 1.0:
+        raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be a share "
+                          f"between 0 and 1 (0.5: up to half of the trials may fail)")
+    if search_space is not None:
+        raise ConfigError("hydra.sweeper.search_space: no longer read; give the search space "
+                          "as hydra.sweeper.params (e.g. objective.kl_weight: interval(0.1, 1.0))")
+    return name
 
 
 def search_space(overrides: dict[str, str]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:

@@ -36,7 +36,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from vae_text.core.errors import VaeTextError
+from vae_text.core.errors import ConfigError, VaeTextError
 from vae_text.core.utils import check_writable, write_json
 from vae_text.run.sweepjob import ERROR_FILE, LAUNCH_ENV
 
@@ -121,6 +121,16 @@ def _name_exclusions(config: DictConfig, sweep: Path) -> list[str]:
     return sorted((set(listed) - swept) | same)
 
 
+def _check_sweeper(config: DictConfig) -> None:
+    """vae_text's Optuna search checks its settings here too: Hydra calls this callback before it
+    builds the sweeper, and a refused setting must leave no sweep folder behind."""
+    settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    if str(settings.pop("_target_", "")).endswith("vae_text_search.OptunaSearchSweeper"):
+        from vae_text.run.search import check_settings
+
+        check_settings(**settings)
+
+
 class SweepCallback(Callback):
     """Keeps the history of a sweep folder launched into more than once, names job folders after
     what varies, holds each job's `.hydra/` back until the job is accepted (vae_text.run.sweepjob),
@@ -139,9 +149,11 @@ class SweepCallback(Callback):
                   f"hydra.sweep.dir", file=sys.stderr)
             sys.exit(2)
         try:
+            _check_sweeper(config)
             check_writable(sweep)
         except VaeTextError as err:
-            print(f"error: hydra.sweep.dir: {err}", file=sys.stderr)
+            print(f"error: {err}" if isinstance(err, ConfigError) else f"error: hydra.sweep.dir: {err}",
+                  file=sys.stderr)
             sys.exit(2)
         keep = sweep / ".multirun"
         old = sweep / "multirun.yaml"
