@@ -1,13 +1,15 @@
 """scripts/benchmark.py times the model the config describes, on batches of its own tokenizer."""
-
 import itertools
 import random
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, tiny_overrides
 
 
+@pytest.mark.slow
 def test_benchmark_uses_the_configured_tokenizer(tmp_path):
     # 62 words over the alphabet {a, b}, and a sentencepiece model of 12 pieces: batches made with
     # the default word tokenizer would hold ids up to 65, past the model's 12-row embedding.

@@ -1,8 +1,9 @@
 """--help of every entry point: its own keys with the config comments; train lists experiments."""
-
 import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import CONF, ROOT
 
@@ -13,6 +14,7 @@ def cli(module, *args):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.slow
 def test_help_lists_each_commands_own_keys():
     train = cli("train", "--help")
     assert train.returncode == 0, train.stderr
@@ -33,6 +35,7 @@ def test_help_lists_each_commands_own_keys():
     assert "iw_samples" not in sample and "train.epochs" not in sample
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_one_line():
     for module in ("evaluate", "sample"):
         proc = cli(module)

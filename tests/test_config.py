@@ -176,6 +176,7 @@ def run_cli(*args: str, cwd: Path = ROOT, module: str = "vae_text.train") -> sub
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module,args,line", [
     ("vae_text.train", ["model.latnet_size=3"], "error: model.latnet_size is not a known key: "
                                                 "valid keys are ['bidirectional', "),

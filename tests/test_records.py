@@ -38,6 +38,7 @@ def finished(tmp_path_factory) -> tuple[Path, list[str]]:
     return run, over
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, needle", [
     (["model.decoder_hidden=8"], "model.decoder_hidden is 16 in the checkpoint but 8 now"),
     (["data.dir={tmp}/no_data"], "no_data does not exist"),
@@ -56,6 +57,7 @@ def test_a_resume_that_is_not_accepted_changes_no_byte_of_a_finished_run(finishe
     assert record_of(run) == before
 
 
+@pytest.mark.slow
 def test_an_accepted_resume_keeps_every_earlier_piece(finished, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished[0], run)
@@ -112,6 +114,7 @@ def altered(finished, tmp_path: Path, change) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(finished, tmp_path):
     from vae_text.pipeline import TextVAEPipeline
 
@@ -165,6 +168,7 @@ def test_an_export_with_non_finite_weights_or_without_its_data_section_is_refuse
         TextVAEPipeline.from_pretrained(folder, device="cpu")
 
 
+@pytest.mark.slow
 def test_torch_load_errors_are_summarised_in_our_words(finished, tmp_path, monkeypatch):
     good = (finished[0] / "checkpoints" / "best.pt").read_bytes()
     truncated = tmp_path / "truncated.pt"

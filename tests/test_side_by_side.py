@@ -46,11 +46,13 @@ def run_script(tmp_path, script, names, gpu: bool, jobs: str | None):
     return most_at_once(lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gpu, jobs, expected", [(True, "2", 2), (True, None, 4), (False, "3", 1)])
 def test_paper_runs_share_a_gpu_up_to_jobs_at_once(tmp_path, gpu, jobs, expected):
     assert run_script(tmp_path, "paper_runs.sh", ["lm", "vae", "fb", "pretrain_fb"], gpu, jobs) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gpu, jobs, expected", [(True, "3", 3), (False, None, 2)])
 def test_ptb_results_runs_its_lanes_side_by_side(tmp_path, gpu, jobs, expected):
     names = ["ptb", "ptb_lm", "ptb_ae", "ptb_bn", "ptb_vmf"]
