@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from vae_text.config import ModelConfig
-from vae_text.core.errors import CheckpointError, ConfigError, PluginError
+from vae_text.core.errors import CheckpointError
 from vae_text.core.utils import atomic_write
 from vae_text.run.optim import load_optimizer_state
 
@@ -301,13 +301,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", name: str =
     blob = load_checkpoint(path, map_location="cpu")
     check_finite_weights(blob["model"], path)
     tok = tokenizer_from_state(blob["vocab"], blob.get("tokenizer"), str(path))
-    try:
-        model_cfg = saved_model(blob["config"])  # the run's plugins imported first
-    except PluginError:
-        raise  # not the checkpoint's fault: its own line says what to install
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: its saved config is invalid: {err}") from None
-    model = build_model(model_cfg, tok)
+    model = build_model(saved_model(blob["config"], path), tok)  # the run's plugins imported first
     try:
         model.load_state_dict(blob["model"])
     except RuntimeError as err:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
-from vae_text.core.errors import CheckpointError, ConfigError, OutputError, PluginError
+from vae_text.core.errors import CheckpointError, OutputError
 from vae_text.core.utils import atomic_write, pick_device, write_json
 from vae_text.data.locate import Loaded, is_export
 from vae_text.data.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
@@ -185,13 +185,7 @@ def read_folder(folder: Path, device: torch.device | str) -> Loaded:
                               f"save the model again")
     check_finite_weights(state, folder / "model.safetensors")
     tokenizer = _folder_tokenizer(folder, itos)
-    try:
-        model_cfg = saved_model(config)  # the run's plugins imported first
-    except PluginError:
-        raise  # not the checkpoint's fault: its own line says what to install
-    except ConfigError as err:
-        raise CheckpointError(f"{folder}/config.json: its model config is invalid: {err}") from None
-    model = build_model(model_cfg, tokenizer)
+    model = build_model(saved_model(config, folder / "config.json"), tokenizer)  # plugins first
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
