@@ -16,7 +16,7 @@ from typing import Any
 
 from vae_text.config import DataConfig
 from vae_text.core.errors import DataError
-from vae_text.data.online import fetch_failed, hub_unreachable
+from vae_text.data.text import fetch_from_hub
 
 
 @dataclass
@@ -56,7 +56,8 @@ def resolve_data(data: DataConfig, home: str | Path | None, key: str = "data_dir
 
 
 def _fetchable(data: DataConfig, key: str) -> DataConfig:
-    """`data`, whose missing folder read_split will fetch from the hub, when the hub answers."""
-    if data.hub is not None and (reason := hub_unreachable(data.hub.id)) is not None:
-        raise fetch_failed(data, Path(data.dir).resolve(), reason, key)
+    """`data`, its missing folder fetched from the hub now, so that a failure names `key` (the
+    command's own way to point at the files)."""
+    if data.hub is not None:
+        fetch_from_hub(data, Path(data.dir).resolve(), key)
     return data

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from vae_text.config import SPLITS, DataConfig
 from vae_text.core.errors import DataError
@@ -137,28 +138,35 @@ def fetch_from_hub(cfg: DataConfig, directory: Path, key: str = "data.dir") -> N
     log.info("fetched %s from the Hugging Face hub into %s", hub.id, directory)
 
 
-def load_hf_lines(cfg: DataConfig) -> dict[str, tuple[list, str]]:
-    """Each split's `cfg.column` of a `datasets` dataset, with a label for error messages.
-
-    `datasets` keeps its own cache (HF_DATASETS_CACHE) and honours HF_HUB_OFFLINE=1; local files
-    load with `data.name=text data.data_files={train: ..., valid: ..., test: ...}`.
-    """
+def load_hf(cfg: DataConfig) -> Any:
+    """The `datasets` dataset of a source=hf corpus (its DatasetDict). When the hub does not
+    answer, only the `datasets` cache and local files are read, so either works at once."""
     fix = "check data.name/config/data_dir/revision, or go online (HF_HUB_OFFLINE unset) once to cache it"
     unreachable = None
     try:
         import datasets
 
         with cache_only_if_unreachable(cfg.name) as unreachable:
-            ds = datasets.load_dataset(cfg.name, cfg.config, data_dir=cfg.data_dir,
-                                       data_files=dict(cfg.data_files) if cfg.data_files else None,
-                                       revision=cfg.revision)
+            return datasets.load_dataset(cfg.name, cfg.config, data_dir=cfg.data_dir,
+                                         data_files=dict(cfg.data_files) if cfg.data_files else None,
+                                         revision=cfg.revision)
     except Exception as err:  # offline and not cached, unknown id or config, unreadable files
+        not_cached = unreachable and isinstance(err, ConnectionError)  # only the cache was asked
         while err.__cause__ is not None:  # `datasets` wraps the useful error (e.g. UnicodeDecodeError)
             err = err.__cause__
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
-        if unreachable:  # only the cache and local files were read
+        if not_cached:
             reason = f"{unreachable}, and it is not in the `datasets` cache"
         raise DataError(f"data.name={cfg.name}: loading it with `datasets` failed ({reason}); {fix}") from None
+
+
+def load_hf_lines(cfg: DataConfig) -> dict[str, tuple[list, str]]:
+    """Each split's `cfg.column` of a `datasets` dataset, with a label for error messages.
+
+    `datasets` keeps its own cache (HF_DATASETS_CACHE) and honours HF_HUB_OFFLINE=1; local files
+    load with `data.name=text data.data_files={train: ..., valid: ..., test: ...}`.
+    """
+    ds = load_hf(cfg)
     out = {}
     for split in SPLITS:
         name = cfg.splits[split]
@@ -207,11 +215,8 @@ def read_labels(cfg: DataConfig, split: str) -> list[str] | None:
     if cfg.source == "hf":
         if cfg.label_column is None:
             return None
-        import datasets
-
         name = cfg.splits[split]
-        ds = datasets.load_dataset(cfg.name, cfg.config, data_dir=cfg.data_dir, revision=cfg.revision,
-                                   data_files=dict(cfg.data_files) if cfg.data_files else None)[name]
+        ds = load_hf(cfg)[name]
         if cfg.label_column not in ds.column_names:
             raise DataError(f"data.label_column={cfg.label_column!r}: {cfg.name} split {name!r} has "
                             f"no such column (it has {ds.column_names})")

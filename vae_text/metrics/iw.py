@@ -32,9 +32,9 @@ def chunk_budget_mb(memory_mb: float | None, device: torch.device) -> float:
     the memory free now (so K = 500 runs many sentences at once), on a CPU the cache-sized rule."""
     if memory_mb is not None:
         return memory_mb
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return GPU_FREE_SHARE * free / 2**20
+    if device.type == "cuda":  # rounded down to a power of two MiB: a resumed evaluation, which
+        free, _ = torch.cuda.mem_get_info(device)  # finds a little more or less free, sizes alike
+        return float(2 ** max(0, int(math.log2(max(GPU_FREE_SHARE * free / 2**20, 1.0)))))
     return CPU_CHUNK_MB
 
 
@@ -120,7 +120,7 @@ def iw_log_likelihood(model: TextVAE, batch: Batch, samples: int, seed: int,
     if readout is not None and (width := readout_width(model)):
         _sync(device)
         readout.seconds += time.perf_counter() - start_time
-        scored = (batch.tokens != model.pad_id).sum(1).cpu().repeat_interleave(samples)  # (B * K,)
+        scored = torch.tensor(batch.host_lengths).repeat_interleave(samples)  # (B * K,) tokens scored
         readout.flops += 2.0 * width * vocab * int(scored.sum())
         chunks = scored.split(rows_per_chunk)
         readout.tokens = max(readout.tokens, max(int(c.sum()) for c in chunks))
