@@ -38,21 +38,27 @@ def finished(tmp_path_factory) -> tuple[Path, list[str]]:
     return run, over
 
 
+DIVERGING = ["train.max_steps=12", "objective.kl_weight=1e39"]  # beta = 1e39 overflows float32 at once
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("extra, needle", [
-    (["model.decoder_hidden=8"], "model.decoder_hidden is 16 in the checkpoint but 8 now"),
-    (["data.dir={tmp}/no_data"], "no_data does not exist"),
-    # beta = 1e39 overflows float32 at the first resumed step (step 7)
-    (["train.max_steps=12", "objective.kl_weight=1e39"],
-     "error: training diverged at step 7: the gradient norm is inf; the resumed piece is "
-     "discarded and {run} is as it was. Lower optim.lr or set optim.clip_norm"),
-], ids=["refused", "failing", "diverging"])
-def test_a_resume_that_is_not_accepted_changes_no_byte_of_a_finished_run(finished, tmp_path, extra, needle):
+@pytest.mark.parametrize("resume, extra, needle", [
+    ("{run}", ["model.decoder_hidden=8"], "model.decoder_hidden is 16 in the checkpoint but 8 now"),
+    ("{run}", ["data.dir={tmp}/no_data"], "no_data does not exist"),
+    ("{run}", DIVERGING, "error: training diverged at step 7: the gradient norm is inf; the resumed "
+     "piece is discarded and {run} is as it was. Lower optim.lr or set optim.clip_norm"),
+    # its best checkpoint names the same run (so Hydra's files go to staging) but cannot be resumed
+    ("{run}/checkpoints/best.pt", DIVERGING, "this checkpoint holds weights only; resume from a "
+     "run's checkpoints/last.pt"),
+], ids=["refused", "failing", "diverging", "refused-from-best"])
+def test_a_resume_that_is_not_accepted_changes_no_byte_of_a_finished_run(finished, tmp_path, resume,
+                                                                         extra, needle):
     run, over = finished
     before = record_of(run)
     assert {".hydra/overrides.yaml", "train.log", "metrics.jsonl", "results.json", "eval_test.json",
             "config.yaml", "checkpoints/best.pt", "checkpoints/last.pt"} <= set(before)
-    args = [*over, f"hydra.run.dir={run}", f"train.resume={run}", *(a.format(tmp=tmp_path) for a in extra)]
+    args = [*over, f"hydra.run.dir={run}", f"train.resume={resume.format(run=run)}",
+            *(a.format(tmp=tmp_path) for a in extra)]
     one_line_error(run_cli("vae_text.train", args), needle.format(run=run))
     assert record_of(run) == before
 

@@ -21,7 +21,6 @@ from vae_text.config import TrainRunConfig
 from vae_text.core.distributed import Dist, setup, teardown
 from vae_text.core.errors import VaeTextError
 from vae_text.core.utils import CONFIG_PATH, atomic_write, cli, default_threads, write_json
-from vae_text.run.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 from vae_text.run.command import hydra_entry
 from vae_text.run.divergence import TrainingDiverged
 from vae_text.run.logger import (
@@ -34,7 +33,7 @@ from vae_text.run.logger import (
 )
 from vae_text.run.parts import train_settings
 from vae_text.run.record import accept, commit, stage_finished, staging
-from vae_text.run.rundir import check_reuse, claim, release
+from vae_text.run.rundir import check_reuse, claim, release, resumes_here
 from vae_text.run.sweep import in_sweep
 from vae_text.run.sweepjob import run_job
 from vae_text.run.trainer import Trainer
@@ -77,12 +76,11 @@ def _remove_stray_dir(path: Path) -> None:
 
 
 def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, device: torch.device) -> dict:
-    last = run_dir / CHECKPOINT_DIR / "last.pt"
     if not d.main:  # rank 0 locks the folder and checks it (vae_text.run.rundir)
         check_reuse(run_dir, settings.train.resume)
     owned = claim(run_dir, settings.train.resume) if d.main else False
     try:
-        return _train_locked(cfg, settings, run_dir, d, device, last)
+        return _train_locked(cfg, settings, run_dir, d, device)
     except VaeTextError:
         if owned:  # a start-up error leaves no folder behind
             release(run_dir, discard=True)
@@ -94,9 +92,9 @@ def _train(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist, de
 
 
 def _train_locked(cfg: DictConfig, settings: TrainRunConfig, run_dir: Path, d: Dist,
-                  device: torch.device, last: Path) -> dict:
-    resuming_here = (settings.train.resume is not None and last.exists()
-                     and resolve_checkpoint(settings.train.resume, "last.pt").resolve() == last.resolve())
+                  device: torch.device) -> dict:
+    # the guard's own test (vae_text.run.rundir), whose answer also sent Hydra's files to staging
+    resuming_here = resumes_here(run_dir, settings.train.resume)
     # a finished run goes on in a staging folder and is replaced only when the piece finishes
     finished = resuming_here and (run_dir / "results.json").is_file()
     work = staging(run_dir) if finished else run_dir
