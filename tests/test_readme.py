@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT, compose_cfg
 from vae_text.report import main as report_main
+from vae_text.run.parts import train_settings
 
 README = ROOT / "README.md"
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
@@ -81,9 +82,10 @@ def test_every_readme_command_is_checked(tmp_path, tiny_run):
             overrides = [a for a in argv[3:] if a != "-m" and not a.startswith("hydra.")]
             for value in next((o.split("=", 1)[1].split(",") for o in overrides if "," in o), [None]):
                 swept = [o.split("=")[0] + f"={value}" if "," in o else o for o in overrides]
-                assert compose_cfg(swept).seed is not None, argv
+                train_settings(compose_cfg(swept))  # composed and checked as training checks it
         elif argv[:3] == ["python", "-m", "vae_text.report"]:
-            assert report_main([str(tiny_run), "--out", str(tmp_path / "report")]) == 0
+            folders = [str(tiny_run) if not a.startswith("-") else a for a in argv[3:]]  # its options kept
+            assert report_main([*folders, "--out", str(tmp_path / "report")]) == 0
             assert (tmp_path / "report.md").is_file()
         elif argv[:2] == ["jupyter", "execute"]:
             assert (ROOT / argv[2]).is_file()  # tests/test_notebook_paths.py executes it

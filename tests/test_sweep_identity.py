@@ -136,3 +136,18 @@ def test_a_launch_answers_for_its_own_jobs_only(corpus_dir, tmp_path):
     assert third.returncode == 0, third.stderr
     assert f"sweep {sweep}: 1 skipped" in third.stderr
     assert (sweep / "objective.kl_weight-1.0" / "job.json").is_file()
+
+
+def test_the_data_fingerprint_of_a_datasets_corpus_covers_each_local_file(tmp_path):
+    from conftest import compose_cfg
+    from vae_text.run.sweepjob import data_fingerprint
+
+    for name, text in (("a.txt", "the cat\n"), ("b.txt", "a dog\n"), ("c.txt", "the bird sees\n")):
+        (tmp_path / name).write_text(text)
+    a, b, c = (str(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt"))
+    cfg = compose_cfg(["data=hf", "data.name=text", f"data.data_files.train=[{a},{b}]",
+                       f"data.data_files.valid={b}", f"data.data_files.test={c}"])
+    digest = {n: {"size": len(t.encode()), "sha256": hashlib.sha256(t.encode()).hexdigest()}
+              for n, t in (("a", "the cat\n"), ("b", "a dog\n"), ("c", "the bird sees\n"))}
+    assert data_fingerprint(cfg) == {"train": [digest["a"], digest["b"]], "valid": [digest["b"]],
+                                     "test": [digest["c"]]}

@@ -13,10 +13,6 @@ class ConfigError(VaeTextError):
     """An invalid configuration value."""
 
 
-class PluginError(ConfigError):
-    """A plugin module a config names that cannot be imported here (not installed, not on the path)."""
-
-
 class DataError(VaeTextError):
     """Missing, unreadable, empty or malformed data."""
 

@@ -37,7 +37,7 @@ def load(modules: Iterable[str] = ()) -> None:
 
 @functools.cache
 def load_entry_points() -> tuple[str, ...]:
-    """Import every entry point of group `vae_text.run.parts` (each names a module); returns their
+    """Import every entry point of group `vae_text.parts` (each names a module); returns their
     names. Cached: entry points do not change while a process runs."""
     found = sorted(entry_points(group=GROUP), key=lambda ep: ep.name)
     for ep in found:

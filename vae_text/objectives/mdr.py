@@ -49,7 +49,6 @@ class MinimumDesiredRate(Objective):
     is learned after each step, logged as "lambda" and kept in checkpoints."""
 
     name = "mdr"
-    state_keys = ("lam",)
 
     def __init__(self, cfg, rate: Nats = 8.0, lambda_lr: Weight = 0.01, lambda_init: Weight = 0.0):
         super().__init__(cfg)

@@ -2,8 +2,8 @@
 (`train.compile`: none | compile | cudagraphs).
 
 Only the model's forward (or its DDP wrapper's) is compiled. The objective stays eager: it is a
-few reductions over (B,) and (B, Z) tensors, and its `reduce` sums statistics over the ranks on the
-host, which would split a graph anyway.
+few reductions over (B,) and (B, Z) tensors, and its `reduce` sums statistics over the ranks (a
+collective), which would split a graph anyway.
 
 The step's noise (z's eps and the word-dropout draws) comes in from the host, drawn from the step's
 noise seed, so a compiled and an eager step see the same noise. Dropout inside the model draws from

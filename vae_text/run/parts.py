@@ -35,7 +35,7 @@ from vae_text.config import (
 from vae_text.config import register as register_schemas
 from vae_text.config.checks import _module_names
 from vae_text.core import plugins
-from vae_text.core.errors import CheckpointError, ConfigError, PluginError
+from vae_text.core.errors import CheckpointError, ConfigError
 from vae_text.core.options import Option, check_values, declared
 from vae_text.data.presets import RECIPES
 from vae_text.metrics import METRICS
@@ -233,14 +233,14 @@ def train_settings(cfg: DictConfig | dict) -> TrainRunConfig:
 def saved_model(config: Mapping[str, Any], where: str | Path) -> ModelConfig:
     """The model config of a saved run (a checkpoint's or a saved folder's `config`, read from
     `where`), its plugins imported first so that a model with the user's own prior loads. A plugin
-    missing here is this environment's (PluginError); an invalid model config is the file's
+    missing here is this environment's (ConfigError, its own line); an invalid model config is the file's
     (CheckpointError naming `where`)."""
     named = _plugins_of(config)
     trained_with = f" (the run was trained with plugins={named})" if named else ""
     try:
         plugins.load(named)
     except ConfigError as err:
-        raise PluginError(f"{err}{trained_with}") from None
+        raise ConfigError(f"{err}{trained_with}") from None
     try:
         return check_model(section(ModelConfig, config["model"], "model"))
     except ConfigError as err:

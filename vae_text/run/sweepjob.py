@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_text.core.errors import VaeTextError
 from vae_text.core.utils import write_json
 from vae_text.run.record import shelve_hydra
-from vae_text.run.rundir import RunDirError, claim, release
+from vae_text.run.rundir import RunDirError, claim, holds_run, release
 
 log = logging.getLogger("vae_text")
 
@@ -71,7 +71,9 @@ def data_fingerprint(cfg: DictConfig) -> dict:
     data = train_settings(cfg).data  # the config checked as training checks it
     if data.source == "files":
         return {split: {"file": path.name, **file_digest(path)} for split, path in split_files(data).items()}
-    return {split: file_digest(Path(f)) for split, f in (data.data_files or {}).items() if Path(f).is_file()}
+    return {split: [file_digest(Path(f)) for f in ([files] if isinstance(files, str) else files)
+                    if Path(f).is_file()]
+            for split, files in (data.data_files or {}).items()}  # a split's value: a file or a list
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -153,18 +155,14 @@ def _admit(run_dir: Path, mine: dict | None, problem: str | None,
     if outcome is not None:
         return outcome, False
     try:
-        owned = claim(run_dir, str(run_dir) if _holds_run(run_dir) else None)
+        owned = claim(run_dir, str(run_dir) if holds_run(run_dir) else None)
     except VaeTextError as err:  # another launch is running it, or the folder cannot be written
         return ("refused" if isinstance(err, RunDirError) else "failed", str(err), math.nan), False
     outcome = _finished(run_dir, mine, problem, monitor)  # it may have finished meanwhile
-    if outcome is None and mine is not None and _holds_run(run_dir):
+    if outcome is None and mine is not None and holds_run(run_dir):
         line = _mismatch(run_dir, mine, "started")
         outcome = None if line is None else ("refused", line, math.nan)
     return outcome, owned
-
-
-def _holds_run(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "last.pt").is_file()
 
 
 def _finished(run_dir: Path, mine: dict | None, problem: str | None,
@@ -185,7 +183,7 @@ def _run(cfg: DictConfig, train: Callable[[DictConfig], dict], run_dir: Path, mi
          launch: _Launch) -> float:
     """The job is this launch's: record the piece, then train (or resume) it."""
     _write_hydra(run_dir, launch.hydra_subdir, cfg)
-    if _holds_run(run_dir) and cfg.train.resume is None:
+    if holds_run(run_dir) and cfg.train.resume is None:
         log.info("resuming %s from its checkpoints/last.pt", run_dir.name)
         with open_dict(cfg):
             cfg.train.resume = str(run_dir)
