@@ -15,6 +15,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -78,6 +79,23 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
     return path
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour codes
+
+
+def short_reason(text: str, limit: int = 120) -> str:
+    """An error message quoted in ours: on one line, without terminal colour codes, at most `limit`
+    characters, cut between words."""
+    text = " ".join(ANSI.sub("", text).split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.") + " ..."
+
+
+def error_line(err: BaseException, limit: int = 120) -> str:
+    """An exception's first line as `short_reason` quotes it; its type's name when it says nothing."""
+    return short_reason((str(err).strip().splitlines() or [type(err).__name__])[0], limit)
+
+
 def write_error(path: Path | str, err: BaseException) -> OutputError:
     """One line for a failed write: the path and the cause (no space left, permission, ...)."""
     if isinstance(err, OSError) and err.errno is not None:
@@ -86,7 +104,7 @@ def write_error(path: Path | str, err: BaseException) -> OutputError:
             cause = "a part of the path is a file, not a folder"
     else:  # torch.save's C++ writer hides the OS error ("iostream error", "unexpected pos"):
         # write 1 MiB beside the file to learn it (no space left, file size limit, ...)
-        cause = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        cause = error_line(err)
         probe = Path(path).with_name(f".write_probe{os.getpid()}")
         try:
             with probe.open("wb") as f:

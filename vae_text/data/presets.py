@@ -26,7 +26,7 @@ from pathlib import Path
 
 from vae_text.config import SPLITS, DataConfig
 from vae_text.core.errors import DataError
-from vae_text.core.utils import atomic_write
+from vae_text.core.utils import atomic_write, error_line
 from vae_text.data.online import fetch_failed
 from vae_text.data.tokenizer import UNK
 
@@ -135,7 +135,7 @@ def prepare(cfg: DataConfig, directory: Path, key: str = "data.dir") -> None:
         ds = datasets.load_dataset(hub.id, hub.config, revision=hub.revision)
         tables = {name: ds[name].to_list() for name in set(recipe.sources) if name in ds}
     except Exception as err:  # offline, unknown id: one fix
-        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        reason = error_line(err, 160)
         raise fetch_failed(cfg, directory, reason, key) from None
     splits = build_splits(tables, recipe, hub.id)
     # written beside it, then renamed: a crash never leaves a half-prepared folder that looks done

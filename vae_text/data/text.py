@@ -12,7 +12,7 @@ from typing import Any
 
 from vae_text.config import SPLITS, DataConfig
 from vae_text.core.errors import DataError
-from vae_text.core.utils import atomic_write
+from vae_text.core.utils import atomic_write, error_line
 from vae_text.data.online import cache_only_if_unreachable, fetch_failed, hub_unreachable
 
 log = logging.getLogger("vae_text.data")
@@ -130,7 +130,7 @@ def fetch_from_hub(cfg: DataConfig, directory: Path, key: str = "data.dir") -> N
         ds = datasets.load_dataset(hub.id, data_dir=hub.config, revision=hub.revision)
         tables = {split: ds[hub.splits[split]][hub.column] for split in SPLITS}
     except Exception as err:  # offline, unknown id, missing split or column: all the same fix
-        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        reason = error_line(err, 160)
         raise fetch_failed(cfg, directory, reason, key) from None
     directory.mkdir(parents=True, exist_ok=True)
     for split, lines in tables.items():

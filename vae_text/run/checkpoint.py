@@ -10,7 +10,6 @@ import errno
 import math
 import pickle
 import random
-import re
 import warnings
 import zipfile
 from dataclasses import asdict
@@ -21,7 +20,7 @@ import torch
 
 from vae_text.config import ModelConfig
 from vae_text.core.errors import CheckpointError
-from vae_text.core.utils import atomic_write
+from vae_text.core.utils import ANSI, atomic_write, error_line, short_reason
 from vae_text.run.optim import load_optimizer_state
 
 CHECKPOINT_DIR = "checkpoints"
@@ -105,18 +104,6 @@ def check_finite_weights(state: dict[str, torch.Tensor], where: str | Path) -> N
                               f"cannot be evaluated or sampled: use an earlier checkpoint")
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def short_reason(text: str, limit: int = 120) -> str:
-    """An error message quoted in ours: on one line, without terminal colour codes, at most `limit`
-    characters, cut between words."""
-    text = " ".join(_ANSI.sub("", text).split())
-    if len(text) <= limit:
-        return text
-    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.") + " ..."
-
-
 def _load_reason(err: BaseException) -> str:
     """What torch found wrong with a file, in a few words (its advice left out)."""
     if isinstance(err, EOFError):
@@ -125,7 +112,7 @@ def _load_reason(err: BaseException) -> str:
         return "not a file that torch.save wrote"
     if isinstance(err, OSError) and err.errno == errno.EINVAL:  # torch's archive reader on a cut file
         return "not a complete torch archive"
-    text = _ANSI.sub("", str(err)).strip()
+    text = ANSI.sub("", str(err)).strip()
     if not text:
         return type(err).__name__
     first = text.splitlines()[0]
@@ -135,7 +122,7 @@ def _load_reason(err: BaseException) -> str:
 def _unpickler_reason(message: str) -> str:
     """The object torch's safe loader refused, in its first sentence: not torch's advice on how
     the file could be loaded anyway."""
-    lines = [line.strip() for line in _ANSI.sub("", message).splitlines()]
+    lines = [line.strip() for line in ANSI.sub("", message).splitlines()]
     marker = "WeightsUnpickler error:"
     at = next((i for i, line in enumerate(lines) if marker in line), None)
     if at is not None:
@@ -306,5 +293,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", name: str =
         model.load_state_dict(blob["model"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: its weights do not fit its own model config "
-                              f"({short_reason(str(err).splitlines()[0])})") from None
+                              f"({error_line(err)})") from None
     return model.to(device).eval(), tok, blob["config"]

@@ -27,7 +27,7 @@ import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
 from vae_text.core.errors import CheckpointError, OutputError
-from vae_text.core.utils import atomic_write, pick_device, write_json
+from vae_text.core.utils import atomic_write, error_line, pick_device, short_reason, write_json
 from vae_text.data.locate import Loaded, is_export
 from vae_text.data.tokenizer import SentencePieceTokenizer, Tokenizer, Vocab
 from vae_text.model.textvae import build_model
@@ -37,7 +37,6 @@ from vae_text.run.checkpoint import (
     check_finite_weights,
     load_model,
     resolve_checkpoint,
-    short_reason,
 )
 from vae_text.run.parts import saved_model
 
@@ -65,7 +64,7 @@ class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
             folder.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         except OSError as err:
-            raise OutputError(f"{folder}: cannot write beside it ({_first_line(err)})") from None
+            raise OutputError(f"{folder}: cannot write beside it ({error_line(err, 160)})") from None
         try:
             super().save_pretrained(staging, model_card_kwargs={
                 "model_id": repo_id or str(folder.resolve()), "name": repo_id or folder.name})
@@ -74,7 +73,7 @@ class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
                 shutil.rmtree(folder)
             staging.rename(folder)
         except OSError as err:
-            raise OutputError(f"{folder}: {_first_line(err)}") from None
+            raise OutputError(f"{folder}: {error_line(err, 160)}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder
@@ -116,7 +115,7 @@ class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
                     revision=branch, create_pr=create_pr,
                     delete_patterns=None if keep_other_files else "*"))
         except (OSError, ValueError) as err:  # hub errors are OSErrors (HTTP, offline, no token)
-            raise OutputError(f"push_to_hub {repo_id}: {_first_line(err)}") from None
+            raise OutputError(f"push_to_hub {repo_id}: {error_line(err, 160)}") from None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, device: str = "auto",
@@ -190,7 +189,7 @@ def read_folder(folder: Path, device: torch.device | str) -> Loaded:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{folder}: the weights do not match config.json and vocab.json "
-                              f"({short_reason(str(err).splitlines()[0])})") from None
+                              f"({error_line(err)})") from None
     config = {k: v for k, v in config.items() if k != "format"}
     return Loaded(model.to(device).eval(), tokenizer, config, folder, folder)
 
@@ -239,8 +238,4 @@ def _download(repo_id: str, revision, cache_dir, force_download, local_files_onl
                               f"here, nor a hub repository id (<user>/<repo>)") from None
     except OSError as err:  # not in the cache and not fetched (offline, no such repo, no access)
         raise CheckpointError(f"{repo_id}: not a folder here, and the hub could not provide it "
-                              f"({_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    return short_reason((str(err).strip().splitlines() or [type(err).__name__])[0], 160)
+                              f"({error_line(err, 160)})") from None
