@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from vae_text.run.parts import register
 
@@ -28,9 +32,13 @@ CUDA_MARKS = [
                               "these tests on the CPU)"),
 ]
 
-# Hypothesis keeps no example database: it would write .hypothesis/ into the checkout.
+# Hypothesis keeps no example database, and the files it still keeps (its cache of the package's
+# constants, its Unicode tables) go to a temporary folder: not .hypothesis/ in the checkout.
 settings.register_profile("vae_text", database=None)
 settings.load_profile("vae_text")
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="vae_text-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 register()  # the schemas and options conf/ is composed on (the entry points register them too)
 
