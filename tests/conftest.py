@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import random
 import shutil
@@ -70,6 +71,17 @@ def write_corpus(directory: Path, sizes=(120, 30, 37), prefix: str = "ptb.") -> 
         lines = make_sentences(n, seed)
         (directory / f"{prefix}{split}.txt").write_text("".join(f" {s} \n" for s in lines))
     return directory
+
+
+def folder_record(folder: Path, *, mtimes: bool = False) -> dict[str, object]:
+    """Every file (path and bytes' sha256, and its modification time when `mtimes`) and every folder
+    under `folder`: equal before and after a command means the command left `folder` as it was."""
+    def entry(p: Path):
+        if not p.is_file():
+            return "dir"
+        sha = hashlib.sha256(p.read_bytes()).hexdigest()
+        return (sha, p.stat().st_mtime_ns) if mtimes else sha
+    return {str(p.relative_to(folder)): entry(p) for p in sorted(folder.rglob("*"))}
 
 
 @pytest.fixture

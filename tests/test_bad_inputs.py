@@ -3,7 +3,6 @@ line naming the key or file and the fix (non-zero exit, nothing written), or a b
 docs describe. Hand-made run folders and unit calls: no training but one tiny checkpoint."""
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_cfg, tiny_overrides
+from conftest import compose_cfg, folder_record, tiny_overrides
 from vae_text.config import GenerationConfig, LoggerConfig, TrainRunConfig
 from vae_text.core.errors import ConfigError, DataError
 from vae_text.data.corpus import DataConfig, load_corpus, read_sentences
@@ -41,18 +40,13 @@ def make_run(folder: Path, results=RESULTS, evaluation=EVAL) -> Path:
     return folder
 
 
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def refused(args: list[str], folder: Path, capsys) -> str:
     """Runs the report on `args`, which it must refuse: exit 2, one line, `folder` untouched."""
-    before = digest(folder)
+    before = folder_record(folder)
     assert report(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert digest(folder) == before
+    assert folder_record(folder) == before
     return err.strip()
 
 

@@ -3,7 +3,6 @@ folder, a diverging run, unwritable outputs, a file size limit. Real processes, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, compose_cfg, tiny_overrides
+from conftest import ROOT, compose_cfg, folder_record, tiny_overrides
 from vae_text.run.checkpoint import load_checkpoint
 from vae_text.train import train
 
@@ -64,11 +63,6 @@ def records(run: Path) -> list[dict]:
     """metrics.jsonl without its wall-clock values (every line must be valid JSON)."""
     lines = (run / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if not k.endswith(TIMING)} for line in lines]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.slow
@@ -165,10 +159,10 @@ def test_a_refused_command_changes_nothing_and_a_rejected_config_makes_no_folder
     train(compose_cfg(tiny_overrides(corpus_dir, "train.max_steps=3")), run)
     (run / ".hydra").mkdir()
     (run / ".hydra" / "overrides.yaml").write_text("- train.max_steps=3\n")
-    before = snapshot(run)
+    before = folder_record(run)
     p = run_cli("vae_text.train", [*tiny_overrides(corpus_dir, "model.latent_size=4"), f"hydra.run.dir={run}"])
     one_line_error(p, "already holds a run")
-    assert snapshot(run) == before
+    assert folder_record(run) == before
     # a bad value, and data that is missing: nothing is left under outputs/
     out = tmp_path / "outputs"
     p = run_cli("vae_text.train", [*tiny_overrides(corpus_dir, "objective.schedule.warmup_steps=nan"),

@@ -5,7 +5,6 @@ naming the file."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -13,17 +12,11 @@ import pytest
 import torch
 from test_faults import one_line_error, run_cli
 
-from conftest import tiny_overrides, write_corpus
+from conftest import folder_record, tiny_overrides, write_corpus
 from vae_text.core.errors import CheckpointError
 from vae_text.run import record
 from vae_text.run.checkpoint import load_checkpoint, load_model
 from vae_text.run.rundir import claim, release
-
-
-def record_of(folder: Path) -> dict[str, str]:
-    """Every file (path and bytes) and folder under `folder`."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +47,13 @@ DIVERGING = ["train.max_steps=12", "objective.kl_weight=1e39"]  # beta = 1e39 ov
 def test_a_resume_that_is_not_accepted_changes_no_byte_of_a_finished_run(finished, tmp_path, resume,
                                                                          extra, needle):
     run, over = finished
-    before = record_of(run)
+    before = folder_record(run)
     assert {".hydra/overrides.yaml", "train.log", "metrics.jsonl", "results.json", "eval_test.json",
             "config.yaml", "checkpoints/best.pt", "checkpoints/last.pt"} <= set(before)
     args = [*over, f"hydra.run.dir={run}", f"train.resume={resume.format(run=run)}",
             *(a.format(tmp=tmp_path) for a in extra)]
     one_line_error(run_cli("vae_text.train", args), needle.format(run=run))
-    assert record_of(run) == before
+    assert folder_record(run) == before
 
 
 @pytest.mark.slow

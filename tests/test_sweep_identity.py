@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT, tiny_overrides, write_corpus
+from conftest import CONF, ROOT, folder_record, tiny_overrides, write_corpus
 from vae_text.run.sweep import _name_exclusions, job_dirname
 from vae_text.run.sweepjob import differences
 
@@ -30,9 +30,9 @@ def run(cmd):
 
 def job_bytes(sweep: Path) -> dict:
     """Every file of every job folder: its bytes' hash and its modification time."""
-    return {str(p.relative_to(sweep)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for job in sweep.iterdir() if job.is_dir() and not job.name.startswith(".")
-            for p in sorted(job.rglob("*")) if p.is_file()}
+    return {f"{job.name}/{name}": entry for job in sorted(sweep.iterdir())
+            if job.is_dir() and not job.name.startswith(".")
+            for name, entry in folder_record(job, mtimes=True).items()}
 
 
 def compose_cfg_hydra():
