@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, tiny_overrides
 from vae_text.report import main as report
-from vae_text.run.sweep import job_dirname
+from vae_text.run.sweep import job_dirname, keep_launch_config
 
 
 def sweep_cmd(corpus_dir, sweep, *extra):
@@ -43,6 +43,21 @@ def test_job_dirname_is_safe_in_a_shell_and_an_override():
 
 
 @pytest.mark.slow
+def test_an_earlier_launch_config_never_replaces_a_kept_one(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    assert keep_launch_config(sweep) is None  # a first launch: nothing to keep
+    (sweep / "multirun.yaml").write_text("first")
+    assert keep_launch_config(sweep) == sweep / ".multirun" / "multirun.0.yaml"
+    (sweep / ".multirun" / "multirun.0.yaml").unlink()  # a user tidied up: 1 is kept, 0 is gone
+    (sweep / ".multirun" / "multirun.1.yaml").write_text("second")
+    (sweep / "multirun.yaml").write_text("third")
+    assert keep_launch_config(sweep) == sweep / ".multirun" / "multirun.2.yaml"
+    assert (sweep / ".multirun" / "multirun.1.yaml").read_text() == "second"
+    assert (sweep / ".multirun" / "multirun.2.yaml").read_text() == "third"
+    assert not (sweep / "multirun.yaml").exists()
+
+
 def test_sweep_extends_resumes_and_survives_a_failing_job(corpus_dir, tmp_path):
     sweep = tmp_path / "sweep"
     # one bad value: the good job still runs; the bad one leaves its error in its folder

@@ -121,6 +121,21 @@ def _name_exclusions(config: DictConfig, sweep: Path) -> list[str]:
     return sorted((set(listed) - swept) | same)
 
 
+def keep_launch_config(sweep: Path) -> Path | None:
+    """The earlier launch's `multirun.yaml`, which the sweeper is about to overwrite, moves to
+    `.multirun/multirun.<n>.yaml` (n = 0 for the first launch; one past the highest kept, so no
+    kept file is ever replaced). Returns where it went (None: there was none)."""
+    old = sweep / "multirun.yaml"
+    if not old.is_file():
+        return None
+    keep = sweep / ".multirun"
+    keep.mkdir(parents=True, exist_ok=True)
+    numbers = (p.name.split(".")[1] for p in keep.glob("multirun.*.yaml"))
+    target = keep / f"multirun.{1 + max((int(n) for n in numbers if n.isdigit()), default=-1)}.yaml"
+    old.rename(target)
+    return target
+
+
 def _check_sweeper(config: DictConfig) -> None:
     """vae_text's Optuna search checks its settings here too: Hydra calls this callback before it
     builds the sweeper, and a refused setting must leave no sweep folder behind."""
@@ -156,11 +171,7 @@ class SweepCallback(Callback):
                   file=sys.stderr)
             sys.exit(2)
         keep = sweep / ".multirun"
-        old = sweep / "multirun.yaml"
-        if old.is_file():  # the sweeper is about to overwrite it
-            keep.mkdir(parents=True, exist_ok=True)
-            n = len(list(keep.glob("multirun.*.yaml")))
-            old.rename(keep / f"multirun.{n}.yaml")
+        if keep_launch_config(sweep):
             log.info("extending the sweep in %s (earlier launches: %s)", sweep, keep)
         launch = (keep / "launches" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
         write_json(launch / "launch.json", {"pid": os.getpid(), "argv": sys.argv,
