@@ -222,10 +222,10 @@ def short_run(row: dict, i: int) -> str:
     return row["run"] if len(row["run"]) <= 24 or not row["overrides"] else f"#{i + 1}"
 
 
-def history(run: Path, keys=("train/rec", "train/kl", "train/beta")) -> dict[str, list]:
-    """Steps and values of the train metrics of a run, read from its metrics.jsonl."""
+def history(records: list[dict], keys=("train/rec", "train/kl", "train/beta")) -> dict[str, list]:
+    """Steps and values of the train metrics of a run, from the records of its metrics.jsonl."""
     out = {k: ([], []) for k in keys}
-    for record in read_metrics(run / "metrics.jsonl"):
+    for record in records:
         for k in keys:
             if k in record:
                 out[k][0].append(record["step"])
@@ -311,9 +311,10 @@ def report(args: argparse.Namespace) -> int:
     figures = {"rate_distortion": out.parent / f"{out.name}_rate_distortion.png",
                "curves": out.parent / f"{out.name}_curves.png"}
     plot_rate_distortion(rows, figures["rate_distortion"])
-    plot_curves(rows, [history(r["path"], CURVE_KEYS) for r in rows], figures["curves"])
+    records = [read_metrics(r["path"] / "metrics.jsonl") for r in rows]
+    plot_curves(rows, [history(rec, CURVE_KEYS) for rec in records], figures["curves"])
     validation = out.parent / f"{out.name}_validation.png"
-    curves = [validation_nll(read_metrics(r["path"] / "metrics.jsonl")) for r in rows]
+    curves = [validation_nll(rec) for rec in records]
     if plot_validation(rows, curves, validation, marks):
         figures["validation"] = validation
     quality = out.parent / f"{out.name}_quality_diversity.png"
