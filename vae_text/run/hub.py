@@ -66,8 +66,11 @@ class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
         except OSError as err:
             raise OutputError(f"{folder}: cannot write beside it ({error_line(err, 160)})") from None
         try:
+            record = card.record(self.home)  # metrics.json, and the card's metrics and command
             super().save_pretrained(staging, model_card_kwargs={
-                "model_id": repo_id or str(folder.resolve()), "name": repo_id or folder.name})
+                "model_id": repo_id or str(folder.resolve()), "name": repo_id or folder.name,
+                "record": record})
+            write_json(staging / "metrics.json", record)
             card.readable(staging)
             if folder.exists():
                 shutil.rmtree(folder)
@@ -79,7 +82,8 @@ class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
         return folder
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        """The mixin's hook: weights, tokenizer, config.json and the card's metrics.json."""
+        """The mixin's hook: weights, tokenizer and config.json (save_pretrained adds the card's
+        metrics.json)."""
         from safetensors.torch import save
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
@@ -88,13 +92,12 @@ class HubMixin(ModelHubMixin, library_name="vae_text", license="mit",
         if isinstance(self.tokenizer, SentencePieceTokenizer):
             self.tokenizer.save(save_directory / "tokenizer.model")
         write_json(save_directory / "config.json", {"format": FORMAT, **self.config})
-        write_json(save_directory / "metrics.json", card.record(self.home))
 
-    def generate_model_card(self, model_id: str, name: str) -> ModelCard:
+    def generate_model_card(self, model_id: str, name: str, record: dict | None = None) -> ModelCard:
         """The mixin's hook: README.md with license, data, the training command and the test
-        metrics as `model-index` entries (vae_text.run.card)."""
-        return card.build_card(self._hub_mixin_info.model_card_data, self.config,
-                               len(self.tokenizer), card.record(self.home), model_id, name)
+        metrics as `model-index` entries (vae_text.run.card); `record`: card.record(self.home)."""
+        return card.build_card(self._hub_mixin_info.model_card_data, self.config, len(self.tokenizer),
+                               card.record(self.home) if record is None else record, model_id, name)
 
     def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload a vae_text model",
                     private: bool | None = None, token: str | None = None,
