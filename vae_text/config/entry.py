@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from vae_text.config.checks import _dataclass_of
+from vae_text.config.extras import missing_extra_in
 from vae_text.config.run import EvaluateConfig, SampleConfig, TrainRunConfig
 
 # --- Hydra -------------------------------------------------------------------------------------
@@ -81,6 +82,8 @@ def compose_error(err: BaseException) -> str:
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):  # an open dict: schedule, ...
             return f"{key} is not in the config: add a new key with +{key}=..."
         return f"{key} is invalid: {str(cause.msg).splitlines()[0]}"
+    if extra := missing_extra_in(str(err)):  # an extra's option set in a config file
+        return extra
     head, items = [], []  # e.g. "Could not find 'experiment/x'", "Available options ...", its items
     for line in str(err).splitlines():
         if line.startswith("Config search path"):

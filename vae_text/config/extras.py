@@ -3,12 +3,14 @@ line that names the extra when its plugin is not installed.
 
 A plain `pip install vae_text` leaves out the launchers and the Optuna sweeper; without them Hydra
 says only "Could not find 'hydra/launcher/joblib'". The command line is read before Hydra composes
-it, so the user learns which `pip install "vae_text[...]"` provides the option.
+it, so the user learns which `pip install "vae_text[...]"` provides the option; an option set
+inside a config file gets the same line from Hydra's own error (vae_text.config.entry.compose_error).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 
 
@@ -47,10 +49,25 @@ def missing_extra(argv: list[str]) -> str | None:
     installed (None: every option asked for is available)."""
     for arg in argv:
         key, eq, value = arg.lstrip("+~").partition("=")
-        if not eq:
-            continue
-        need = NEEDS.get((key, value)) or NEEDS.get((key, None))
-        if need is not None and not installed(need.module):
-            return (f"{key}={value} needs the Hydra plugin {need.distribution}, which is not "
-                    f"installed: pip install \"vae_text[{need.extra}]\"")
+        if eq and (message := _missing(key, value)):
+            return message
     return None
+
+
+def missing_extra_in(hydra_error: str) -> str | None:
+    """The same message for an option set inside a config file (`override /hydra/launcher:
+    joblib`), which only Hydra's composition finds: from its "Could not find '<group>/<option>'"
+    (None: the missing option is not one of an extra's)."""
+    for path in re.findall(r"Could not (?:find|load) '([\w/.-]+)'", hydra_error):
+        key, _, value = path.rpartition("/")
+        if message := _missing(key, value):
+            return message
+    return None
+
+
+def _missing(key: str, value: str) -> str | None:
+    need = NEEDS.get((key, value)) or NEEDS.get((key, None))
+    if need is None or installed(need.module):
+        return None
+    return (f"{key}={value} needs the Hydra plugin {need.distribution}, which is not installed: "
+            f"pip install \"vae_text[{need.extra}]\"")
