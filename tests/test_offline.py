@@ -83,3 +83,27 @@ def test_a_datasets_corpus_with_the_hub_unreachable_reads_local_files_and_fails_
                                      f"failed ({CLOSED} is unreachable: [Errno 111] Connection refused, "
                                      f"and it is not in the `datasets` cache)")
     assert datasets.config.HF_HUB_OFFLINE == offline_before  # restored: a hub that answers later is asked
+
+
+def test_hf_hub_offline_set_after_datasets_was_imported_is_honoured(tmp_path, monkeypatch):
+    """`datasets` reads HF_HUB_OFFLINE once, at its import; a notebook that sets it later must
+    still get the cache only: no request, one line at once (both the fetch of a missing corpus
+    folder and a `datasets` corpus)."""
+    import datasets
+
+    from vae_text.data.text import load_hf_lines
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # as imported while online
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", CLOSED)  # were a request made, it would be refused, not hang
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    start = time.monotonic()
+    with pytest.raises(DataError) as err:
+        load_hf_lines(DataConfig(source="hf", name="someone/not-cached-here"))
+    assert "(HF_HUB_OFFLINE is set, and it is not in the `datasets` cache)" in str(err.value)
+    with pytest.raises(DataError) as err:
+        resolve_data(DataConfig(dir=str(tmp_path / "gone"), hub=PTB_HUB), tmp_path / "run")
+    assert f"data directory {tmp_path / 'gone'} is missing and fetching {PTB_HUB.id}" in str(err.value)
+    assert CLOSED not in str(err.value)  # the hub was not asked
+    assert time.monotonic() - start < 5
+    assert datasets.config.HF_HUB_OFFLINE is False  # restored

@@ -40,11 +40,17 @@ def _probe(endpoint: str, timeout: float) -> str | None:
     return None
 
 
+def offline_by_choice() -> bool:
+    """HF_HUB_OFFLINE is set now (read at each call: `datasets` reads it once, at its import, so a
+    notebook that sets it later would still be retried against the hub)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def hub_unreachable(repo: str, timeout: float = PROBE_SECONDS) -> str | None:
     """Why `repo` cannot be fetched now (the hub does not answer), or None when it can be tried:
     the hub answers, HF_HUB_OFFLINE is set (`datasets` reads its cache), or `repo` is a local
     folder. Asked anew each time (it costs one round trip): a notebook that goes online is heard."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    if offline_by_choice():
         return None
     if Path(repo).is_dir():
         return None
@@ -63,10 +69,11 @@ def fetch_failed(cfg: DataConfig, directory: Path, reason: str, key: str = "data
 
 @contextlib.contextmanager
 def cache_only_if_unreachable(name: str) -> Iterator[str | None]:
-    """`datasets` reads only its cache and local files while inside, if the hub does not answer
-    now: a cached dataset or local `data_files` then load at once, a missing one fails at once
-    (instead of half a minute of retries). Yields why the hub is not asked, or None."""
-    reason = hub_unreachable(name)
+    """`datasets` reads only its cache and local files while inside, if HF_HUB_OFFLINE is set now
+    or the hub does not answer now: a cached dataset or local `data_files` then load at once, a
+    missing one fails at once (instead of half a minute of retries). Yields why the hub is not
+    asked, or None."""
+    reason = "HF_HUB_OFFLINE is set" if offline_by_choice() else hub_unreachable(name)
     if reason is None:
         yield None
         return

@@ -127,7 +127,8 @@ def fetch_from_hub(cfg: DataConfig, directory: Path, key: str = "data.dir") -> N
     try:
         import datasets
 
-        ds = datasets.load_dataset(hub.id, data_dir=hub.config, revision=hub.revision)
+        with cache_only_if_unreachable(hub.id):  # HF_HUB_OFFLINE as it is now: the cache only
+            ds = datasets.load_dataset(hub.id, data_dir=hub.config, revision=hub.revision)
         tables = {split: ds[hub.splits[split]][hub.column] for split in SPLITS}
     except Exception as err:  # offline, unknown id, missing split or column: all the same fix
         reason = error_line(err, 160)
