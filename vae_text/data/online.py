@@ -68,20 +68,28 @@ def fetch_failed(cfg: DataConfig, directory: Path, reason: str, key: str = "data
 
 
 @contextlib.contextmanager
-def cache_only_if_unreachable(name: str) -> Iterator[str | None]:
-    """`datasets` reads only its cache and local files while inside, if HF_HUB_OFFLINE is set now
-    or the hub does not answer now: a cached dataset or local `data_files` then load at once, a
-    missing one fails at once (instead of half a minute of retries). Yields why the hub is not
-    asked, or None."""
-    reason = "HF_HUB_OFFLINE is set" if offline_by_choice() else hub_unreachable(name)
-    if reason is None:
-        yield None
+def cache_only(on: bool = True) -> Iterator[None]:
+    """`datasets` reads only its cache and local files while inside (when `on`): a cached dataset
+    or local `data_files` load at once, a missing one fails at once (instead of half a minute of
+    retries). `datasets` reads HF_HUB_OFFLINE once, at its import; this is how a later choice, or
+    a hub found unreachable now, reaches it."""
+    if not on:
+        yield
         return
     import datasets
 
     before = datasets.config.HF_HUB_OFFLINE
     datasets.config.HF_HUB_OFFLINE = True
     try:
-        yield reason
+        yield
     finally:
         datasets.config.HF_HUB_OFFLINE = before
+
+
+@contextlib.contextmanager
+def cache_only_if_unreachable(name: str) -> Iterator[str | None]:
+    """cache_only while inside if HF_HUB_OFFLINE is set now or the hub does not answer now.
+    Yields why the hub is not asked, or None."""
+    reason = "HF_HUB_OFFLINE is set" if offline_by_choice() else hub_unreachable(name)
+    with cache_only(reason is not None):
+        yield reason

@@ -13,7 +13,13 @@ from typing import Any
 from vae_text.config import SPLITS, DataConfig
 from vae_text.core.errors import DataError
 from vae_text.core.utils import atomic_write, error_line
-from vae_text.data.online import cache_only_if_unreachable, fetch_failed, hub_unreachable
+from vae_text.data.online import (
+    cache_only,
+    cache_only_if_unreachable,
+    fetch_failed,
+    hub_unreachable,
+    offline_by_choice,
+)
 
 log = logging.getLogger("vae_text.data")
 
@@ -119,20 +125,19 @@ def fetch_from_hub(cfg: DataConfig, directory: Path, key: str = "data.dir") -> N
     hub is one line at once (vae_text.data.online), naming `key` as the way to point elsewhere."""
     if (reason := hub_unreachable(cfg.hub.id)) is not None:
         raise fetch_failed(cfg, directory, reason, key)
-    if cfg.prepare is not None:  # a benchmark cut from its source dataset (vae_text.data.presets)
-        from vae_text.data.presets import prepare
+    with cache_only(offline_by_choice()):  # HF_HUB_OFFLINE as it is now, not at `datasets`' import
+        if cfg.prepare is not None:  # a benchmark cut from its source dataset (vae_text.data.presets)
+            from vae_text.data.presets import prepare
 
-        return prepare(cfg, directory, key)
-    hub = cfg.hub
-    try:
-        import datasets
+            return prepare(cfg, directory, key)
+        hub = cfg.hub
+        try:
+            import datasets
 
-        with cache_only_if_unreachable(hub.id):  # HF_HUB_OFFLINE as it is now: the cache only
             ds = datasets.load_dataset(hub.id, data_dir=hub.config, revision=hub.revision)
-        tables = {split: ds[hub.splits[split]][hub.column] for split in SPLITS}
-    except Exception as err:  # offline, unknown id, missing split or column: all the same fix
-        reason = error_line(err, 160)
-        raise fetch_failed(cfg, directory, reason, key) from None
+            tables = {split: ds[hub.splits[split]][hub.column] for split in SPLITS}
+        except Exception as err:  # offline, unknown id, missing split or column: all the same fix
+            raise fetch_failed(cfg, directory, error_line(err, 160), key) from None
     directory.mkdir(parents=True, exist_ok=True)
     for split, lines in tables.items():
         atomic_write(directory / cfg.files[split], "".join(f" {line.strip()} \n" for line in lines))
