@@ -25,6 +25,7 @@ from vae_text.data.text import (
     control_error,
     fetch_from_hub,
     file_bytes,
+    file_sha256,
     load_hf_lines,
     parse_lines,
     read_sentences,
@@ -99,7 +100,7 @@ def load_corpus(cfg: DataConfig, tokenizer_cfg: TokenizerConfig | None = None) -
     else:
         paths = split_files(cfg)
         for s in SPLITS:
-            digest.update(hashlib.sha256(file_bytes(paths[s])).digest())
+            digest.update(bytes.fromhex(file_sha256(paths[s])))
         read = lambda: {s: (*read_sentences(p), str(p)) for s, p in paths.items()}  # noqa: E731
     stem = Path(cfg.cache_dir) / f"{cfg.name.replace('/', '--')}-{digest.hexdigest()[:16]}"
 

@@ -5,6 +5,7 @@ hub's copy of a corpus. Bad input (a missing, empty, unreadable, non-UTF-8 or bi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -118,6 +119,23 @@ def file_bytes(path: Path) -> bytes:
     except OSError as err:
         raise DataError(f"{path}: cannot read it ({err.strerror or err}); check the file and its "
                         f"permissions") from None
+
+
+_sha256s: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: one read per process
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (errors as file_bytes'), read once per process while its size
+    and modification time stay: a sweep job's identity and the corpus cache key share the read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        file_bytes(path)  # the one line naming the file and the fix
+        raise
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _sha256s:
+        _sha256s[key] = hashlib.sha256(file_bytes(path)).hexdigest()
+    return _sha256s[key]
 
 
 def fetch_from_hub(cfg: DataConfig, directory: Path, key: str = "data.dir") -> None:

@@ -20,7 +20,6 @@ which the launch's summary and exit status are made (vae_text.run.sweep).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -33,7 +32,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_text.core.errors import VaeTextError
-from vae_text.core.utils import write_json
+from vae_text.core.utils import atomic_write, write_json
 from vae_text.run.record import shelve_hydra
 from vae_text.run.rundir import RunDirError, claim, holds_run, release
 
@@ -45,20 +44,13 @@ LAUNCH_ENV = "VAE_TEXT_SWEEP_LAUNCH"  # the launch's record folder, set for each
 # keys that say where the data lies or how the job runs, not what it computes
 IGNORED = ("device", "train.num_threads", "train.progress", "train.resume", "eval.progress",
            "data.dir", "data.cache_dir", "data.hub", "data.prepare", "data.prepare_sizes", "logger")
-_hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: one read per process
 
 
 def file_digest(path: Path) -> dict:
-    """A file's size and sha256, read once per process while its size and mtime stay."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _hashes:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _hashes[key] = digest.hexdigest()
-    return {"size": stat.st_size, "sha256": _hashes[key]}
+    """A file's size and sha256 (read once per process: vae_text.data.text.file_sha256)."""
+    from vae_text.data.text import file_sha256
+
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def data_fingerprint(cfg: DictConfig) -> dict:
@@ -198,7 +190,7 @@ def _run(cfg: DictConfig, train: Callable[[DictConfig], dict], run_dir: Path, mi
     except Exception as err:  # noqa: BLE001 -- any failure is this job's, not the sweep's
         line = str(err) if isinstance(err, VaeTextError) else f"{type(err).__name__}: {err}"
         text = line if isinstance(err, VaeTextError) else traceback.format_exc()
-        (run_dir / ERROR_FILE).write_text(text if text.endswith("\n") else text + "\n")
+        atomic_write(run_dir / ERROR_FILE, text if text.endswith("\n") else text + "\n")
         log.error("job %s failed: %s (written to %s)", run_dir.name, line.splitlines()[0],
                   run_dir / ERROR_FILE)
         launch.record("failed", line.splitlines()[0])
