@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vae_text.core.errors import ConfigError, OutputError
-from vae_text.core.utils import CONFIG_PATH, atomic_write, cli, pick_device, write_json
+from vae_text.core.utils import CONFIG_PATH, atomic_write, cli, next_number, pick_device, write_json
 
 
 def test_atomic_write_text_bytes_and_writer_leave_no_temp_file(tmp_path):
@@ -89,3 +89,10 @@ def test_config_path_finds_the_configs():
     names = {"train.yaml", "evaluate.yaml", "sample.yaml"}
     assert names <= {p.name for p in root.iterdir()}
     assert root.joinpath("experiment", "smoke.yaml").is_file()
+
+
+def test_next_number_goes_past_the_highest_kept_piece():
+    assert next_number([], first=1) == 1 and next_number(iter(()), first=0) == 0
+    assert next_number(["1", "2"], first=1) == 3
+    assert next_number(["3", "x", "10", ""], first=1) == 11  # a removed 1, 2: never reused
+    assert next_number(["0"], first=0) == 1

@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -117,6 +117,12 @@ def write_error(path: Path | str, err: BaseException) -> OutputError:
             with contextlib.suppress(OSError):
                 probe.unlink(missing_ok=True)
     return OutputError(f"{path}: cannot write it ({cause})")
+
+
+def next_number(names: Iterable[str], first: int) -> int:
+    """The number for the next kept piece: one past the highest of `names` that is a number
+    (`first` when none is), so a kept piece is never replaced even after one was removed."""
+    return max((int(name) + 1 for name in names if name.isdigit()), default=first)
 
 
 def check_writable(folder: Path | str) -> None:

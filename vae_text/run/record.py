@@ -29,6 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from vae_text.core.utils import next_number
+
 STAGING = ".resume"
 EARLIER = Path(".hydra") / "earlier"
 
@@ -82,8 +84,7 @@ def shelve_hydra(hydra: Path) -> Path:
     if before:
         earlier = hydra / EARLIER.name
         earlier.mkdir(parents=True, exist_ok=True)
-        piece = earlier / str(1 + max((int(p.name) for p in earlier.iterdir() if p.name.isdigit()),
-                                      default=0))
+        piece = earlier / str(next_number((p.name for p in earlier.iterdir()), first=1))
         piece.mkdir()
         for path in before:
             os.replace(path, piece / path.name)

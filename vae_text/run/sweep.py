@@ -37,7 +37,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vae_text.core.errors import ConfigError, VaeTextError
-from vae_text.core.utils import check_writable, write_json
+from vae_text.core.utils import check_writable, next_number, write_json
 from vae_text.run.sweepjob import ERROR_FILE, LAUNCH_ENV
 
 log = logging.getLogger("vae_text")
@@ -131,7 +131,7 @@ def keep_launch_config(sweep: Path) -> Path | None:
     keep = sweep / ".multirun"
     keep.mkdir(parents=True, exist_ok=True)
     numbers = (p.name.split(".")[1] for p in keep.glob("multirun.*.yaml"))
-    target = keep / f"multirun.{1 + max((int(n) for n in numbers if n.isdigit()), default=-1)}.yaml"
+    target = keep / f"multirun.{next_number(numbers, first=0)}.yaml"
     old.rename(target)
     return target
 
